@@ -31,6 +31,9 @@ from emulator.s3vectors.service import S3VectorsService, SearchSettings
 DUMMY_ACCESS_KEY_ID = "novaflow-local"
 DUMMY_SECRET_ACCESS_KEY = "novaflow-local"  # a placeholder: the stand-in checks no signatures
 
+# S3 Vectors' request payload limit (aws-apis.md §2.5); Bedrock's 25 MB body limit is the model's.
+S3VECTORS_MAX_REQUEST_BYTES = 20 * 1024 * 1024
+
 BEDROCK_RUNTIME_ROUTES = (
     RouteSpec("POST", "/model/{modelId+}/invoke", "InvokeModel", json_body=False),
     RouteSpec("POST", "/async-invoke", "StartAsyncInvoke"),
@@ -141,6 +144,7 @@ class Emulator:
             FaultInjector("TooManyRequestsException", s3vectors_error),
             s3vectors_error,
             on_control=self._s3vectors_control,
+            max_body_bytes=S3VECTORS_MAX_REQUEST_BYTES,
         )
         self._s3vectors_app.faults.configure(settings.s3vectors_faults)
         bedrock_server = BackgroundServer(self._bedrock_app, settings.host, settings.bedrock_port)

@@ -112,8 +112,10 @@ class ServiceApp:
         faults: FaultInjector,
         make_error: Callable[..., ServiceError],
         on_control: Callable[[str, Mapping[str, Any]], Mapping[str, Any]] | None = None,
+        max_body_bytes: int | None = None,
     ) -> None:
         self.name = name
+        self._max_body_bytes = max_body_bytes
         self.stats = CallStats()
         self.faults = faults
         self._dispatch = dispatch
@@ -173,6 +175,12 @@ class ServiceApp:
         )
 
     def _call(self, operation: str, request: Request, path_params: Mapping[str, str]) -> Call:
+        limit = self._max_body_bytes
+        if limit is not None and (request.content_length or 0) > limit:
+            raise self._make_error(
+                "ValidationException",
+                f"Request payload of {request.content_length} bytes exceeds the {limit} byte limit",
+            )
         raw = request.get_data(cache=False)
         body: Mapping[str, Any] = {}
         if self._specs[operation].json_body and raw:

@@ -181,14 +181,26 @@ def _invalid(message: str) -> ServiceError:
     return s3vectors_validation(f"Invalid filter: {message}", "filter")
 
 
-def _json_type(value: Any) -> str:
+_PRIMITIVE_TYPES = frozenset({"boolean", "number", "string"})
+
+
+def json_type(value: Any) -> str:
+    """The JSON type name of a parsed JSON value, as used in error messages."""
+    if value is None:
+        return "null"
     if isinstance(value, bool):
         return "boolean"
     if isinstance(value, int | float):
         return "number"
     if isinstance(value, str):
         return "string"
-    return "other"
+    return "array" if isinstance(value, list) else "object"
+
+
+def _json_type(value: Any) -> str:
+    """``json_type`` with every non-primitive (null, array, object) folded into ``"other"``."""
+    kind = json_type(value)
+    return kind if kind in _PRIMITIVE_TYPES else "other"
 
 
 def _is_number(value: Any) -> bool:

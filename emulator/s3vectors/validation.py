@@ -29,7 +29,7 @@ from typing import Any, cast
 import numpy as np
 
 from emulator.errors import ServiceError, s3vectors_error, s3vectors_validation
-from emulator.s3vectors.filters import stored_metadata
+from emulator.s3vectors.filters import json_type, stored_metadata
 from emulator.s3vectors.store import Encryption, VectorRecord
 
 MAX_DIMENSION = 4096
@@ -63,19 +63,6 @@ _NUMBER_TYPES = frozenset({int, float})
 def invalid(message: str, member: str | None = None) -> ServiceError:
     """A ``ValidationException`` naming ``member`` in its ``fieldList``."""
     return s3vectors_validation(message, member)
-
-
-def json_type(value: Any) -> str:
-    """The JSON type name of a parsed JSON value, as used in error messages."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    return "array" if isinstance(value, list) else "object"
 
 
 class RequestMembers:
