@@ -311,6 +311,9 @@ def policy(text: str) -> str:
 # Vectors and metadata
 
 
+_NON_FINITE_FLOATS = {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float("-inf")}
+
+
 def vector_data(data: Any, dimension: int, metric: str, subject: str, member: str) -> np.ndarray:
     """A ``{"float32": [...]}`` union as a float32 array of length ``dimension``: finite values,
     and not all zero on a cosine index. ``subject`` starts every message (e.g. "Invalid record
@@ -318,6 +321,9 @@ def vector_data(data: Any, dimension: int, metric: str, subject: str, member: st
     if not isinstance(data, Mapping) or set(data) != {"float32"}:
         raise invalid(f"{subject}: data must be an object with the single member float32", member)
     values = data["float32"]
+    if isinstance(values, list):
+        # AWS JSON protocols carry non-finite floats as these strings; botocore sends them so.
+        values = [_NON_FINITE_FLOATS.get(v, v) if isinstance(v, str) else v for v in values]
     if not isinstance(values, list) or not set(map(type, values)) <= _NUMBER_TYPES:
         raise invalid(f"{subject}: float32 must be an array of numbers", member)
     if len(values) != dimension:
