@@ -48,6 +48,12 @@ _FOUNDATION_MODEL_ARN = re.compile(
     r"arn:aws:bedrock:(?P<region>[a-z0-9-]{1,20})::foundation-model/"
 )
 _NEXT_TOKEN_PATTERN = re.compile(r"\S*")
+# Messages quote the patterns as the service model spells them, not this module's regexes.
+_INVOCATION_ARN_MODELLED = (
+    r"arn:aws(-[^:]+)?:bedrock:[a-z0-9-]{1,20}:[0-9]{12}:async-invoke/[a-z0-9]{12}"
+)
+_S3_URI_MODELLED = r"s3://[a-z0-9][\.\-a-z0-9]{1,61}[a-z0-9](/.*)?"
+_NO_LENGTH_LIMIT = 2**31
 
 
 @dataclass(frozen=True)
@@ -107,7 +113,7 @@ def job_id_of(arn: str) -> str:
     """The job ID at the end of a well-formed invocation ARN; ValidationException otherwise."""
     pattern = _INVOCATION_ARN_PATTERN
     problems = _Violations()
-    problems.string("invocationArn", arn, 1, 2048, pattern, pattern.pattern)
+    problems.string("invocationArn", arn, 1, 2048, pattern, _INVOCATION_ARN_MODELLED)
     problems.raise_if_any()
     return pattern.fullmatch(arn)["job_id"]  # type: ignore[index]  # checked just above
 
@@ -230,13 +236,16 @@ def _output_config(config: Any, problems: _Violations) -> tuple[str, str | None,
     uri, kms_key_id, owner = (s3_config.get(k) for k in ("s3Uri", "kmsKeyId", "bucketOwner"))
     problems.required(f"{path}.s3Uri", uri)
     if uri is not None:
-        problems.string(f"{path}.s3Uri", uri, 1, 1024, _S3_URI_PATTERN, _S3_URI_PATTERN.pattern)
+        problems.string(f"{path}.s3Uri", uri, 1, 1024, _S3_URI_PATTERN, _S3_URI_MODELLED)
     if kms_key_id is not None:
         problems.string(
             f"{path}.kmsKeyId", kms_key_id, 1, 2048, _KMS_KEY_PATTERN, _KMS_KEY_PATTERN.pattern
         )
     if owner is not None:
-        problems.string(f"{path}.bucketOwner", owner, 12, 12, _ACCOUNT_PATTERN, "[0-9]{12}")
+        # The model gives bucketOwner a pattern but no length limits.
+        problems.string(
+            f"{path}.bucketOwner", owner, 0, _NO_LENGTH_LIMIT, _ACCOUNT_PATTERN, "[0-9]{12}"
+        )
     return uri or "", kms_key_id, owner
 
 
