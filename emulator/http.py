@@ -19,7 +19,7 @@ from typing import Any
 
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from werkzeug.routing import Map, Rule
-from werkzeug.serving import BaseWSGIServer, make_server
+from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
 from emulator.errors import ServiceError
@@ -236,11 +236,20 @@ def _error_response(error: ServiceError, request_id: str) -> Response:
     )
 
 
+class _KeepAliveHandler(WSGIRequestHandler):
+    """HTTP/1.1, so botocore's pooled connections are reused as with AWS (werkzeug's default
+    HTTP/1.0 closes the connection after every answer, costing a TCP set-up per call)."""
+
+    protocol_version = "HTTP/1.1"
+
+
 class BackgroundServer:
     """A threaded WSGI server on a loopback address, serving in a daemon thread."""
 
     def __init__(self, app: Callable[..., Any], host: str, port: int) -> None:
-        self._server: BaseWSGIServer = make_server(host, port, app, threaded=True)
+        self._server: BaseWSGIServer = make_server(
+            host, port, app, threaded=True, request_handler=_KeepAliveHandler
+        )
         self._thread = threading.Thread(
             target=self._server.serve_forever, name=f"emulator-{port}", daemon=True
         )

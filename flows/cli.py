@@ -1,15 +1,43 @@
-"""The ``novaflow`` command."""
+"""The ``novaflow`` command: run, plan, search, demo, emulator, tour."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
+
+from flows.backend import backend_environment
 
 DEFAULT_WORKDIR = Path(".novaflow")
+
+
+def _add_source_arguments(parser: argparse.ArgumentParser) -> None:
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--manifest", help="JSONL, CSV or Parquet manifest (local or s3://)")
+    source.add_argument("--corpus", help="a directory or s3:// prefix to crawl")
+    parser.add_argument("--root", help="local paths must stay under this directory")
+    parser.add_argument(
+        "--allow-empty-corpus",
+        action="store_true",
+        help="let an empty corpus delete every vector of the index (refused by default)",
+    )
+
+
+def _add_target_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--store", help="checkpoint store: directory or s3://… (NOVAFLOW_STORE)")
+    parser.add_argument("--vector-bucket", help="S3 vector bucket (default: novaflow)")
+    parser.add_argument("--index", help="vector index (default: corpus)")
+    parser.add_argument("--dimension", type=int, choices=(256, 384, 1024, 3072))
+    parser.add_argument(
+        "--backend",
+        choices=("local", "aws"),
+        help="local: the embedded stand-in (default); aws: the endpoints and credentials the "
+        "AWS environment names (AWS itself, or a `novaflow emulator`)",
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -21,46 +49,154 @@ def _parser() -> argparse.ArgumentParser:
         ),
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    run = commands.add_parser("run", help="embed what changed and bring the index in line")
+    _add_source_arguments(run)
+    _add_target_arguments(run)
+    run.add_argument("--run-id", help="resume this run (or reuse a plan from `novaflow plan`)")
+    plan = commands.add_parser("plan", help="show what a run would do and cost; calls no model")
+    _add_source_arguments(plan)
+    _add_target_arguments(plan)
+    search = commands.add_parser("search", help="query the index with a text or a file")
+    search.add_argument("query", nargs="?", help="text to search for")
+    search.add_argument("--file", type=Path, help="an image, audio or video file to search with")
+    search.add_argument("--top-k", type=int, default=5)
+    search.add_argument("--filter", help='metadata filter as JSON, e.g. \'{"modality": "pdf"}\'')
+    _add_target_arguments(search)
+    demo = commands.add_parser(
+        "demo", help="generate a small mixed corpus and run the whole job on the local stand-in"
+    )
+    demo.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR / "demo")
     commands.add_parser(
         "emulator",
         help="run the local stand-in for S3, Bedrock (Nova) and S3 Vectors on 127.0.0.1",
         add_help=False,
     )
-    demo = commands.add_parser(
-        "demo", help="run novaflow end to end on the local stand-in, with generated media"
-    )
-    demo.add_argument(
-        "--workdir",
-        type=Path,
-        default=DEFAULT_WORKDIR / "demo",
-        help="where the demo keeps its state (default: %(default)s)",
-    )
+    commands.add_parser("tour", help="tour the APIs with plain boto3 (stand-in or AWS)")
     return parser
 
 
-def run_demo(workdir: Path) -> int:
-    """Start the stand-in in this process and run the API tour against it."""
-    from emulator.app import Emulator, EmulatorSettings
-    from emulator.misbehaviour import AsyncJobBehaviour
-    from tasks.stand_in_tour import run_tour
+def _settings(args: argparse.Namespace, store: str | None = None) -> Any:
+    from tasks.settings import NovaflowSettings
 
-    started = time.monotonic()
-    settings = EmulatorSettings(
-        state_dir=workdir / "emulator", async_jobs=AsyncJobBehaviour(job_seconds=1.0)
+    settings = NovaflowSettings()
+    update: dict[str, Any] = {}
+    if store or args.store:
+        update["store"] = store or args.store
+    if args.backend:
+        update["backend"] = args.backend
+    index_update = {
+        key: value
+        for key, value in (("vector_bucket", args.vector_bucket), ("index", args.index))
+        if value
+    }
+    if index_update:
+        update["index"] = settings.index.model_copy(update=index_update)
+    if args.dimension:
+        update["embedding"] = settings.embedding.model_copy(update={"dimension": args.dimension})
+    return settings.model_copy(update=update)
+
+
+def _quiet_prefect() -> None:
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    # The temporary API server can take a while to start on a loaded 2-core machine.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+
+
+def command_run(args: argparse.Namespace, store: str | None = None) -> int:
+    """``novaflow run``: the whole job; exit 0 when every unit ended embedded or quarantined."""
+    _quiet_prefect()
+    from flows.reembed import ReembedParameters, reembed
+    from tasks.summary import summary_lines
+
+    settings = _settings(args, store)
+    params = ReembedParameters(
+        manifest=args.manifest,
+        corpus=args.corpus,
+        root=args.root,
+        allow_empty_corpus=args.allow_empty_corpus,
+        settings=settings,
+        **({"run_id": args.run_id} if getattr(args, "run_id", None) else {}),
     )
-    with Emulator(settings) as emulator:
-        # The tour uses plain boto3 clients: only the standard variables point them here.
-        os.environ.update(emulator.environment())
-        print(f"novaflow demo: local stand-in on {emulator.endpoints.bedrock_runtime} and friends")
-        run_tour()
-        calls = emulator.stats()
-    model_calls = sum(calls["bedrock-runtime"]["calls"].values())
-    vector_calls = sum(calls["s3vectors"]["calls"].values())
+    print(f"novaflow run {params.run_id} ({settings.backend} backend, store {settings.store})")
+    with backend_environment(settings.backend, Path(settings.store)):
+        summary = reembed(params)
+    for line in summary_lines(summary):
+        print(line)
+    print(f"  details  {settings.store}/runs/{params.run_id}/summary.json")
+    return 0 if summary.adds_up else 1
+
+
+def command_plan(args: argparse.Namespace) -> int:
+    """``novaflow plan``: a dry run a user can trust; prints the plan and its estimated cost."""
+    from flows.reembed import new_run_id
+    from tasks.stage_plan import CorpusSource, planned_run
+
+    settings = _settings(args)
+    run_id = new_run_id()
+    with backend_environment(settings.backend, Path(settings.store)):
+        source = CorpusSource(args.manifest, args.corpus, args.root)
+        totals = planned_run(settings, source, run_id, args.allow_empty_corpus)
+    items = totals.items
+    print(f"plan {run_id} (no model was called)")
     print(
-        f"novaflow demo: done in {time.monotonic() - started:.1f} s "
-        f"({model_calls} Bedrock calls, {vector_calls} S3 Vectors calls)"
+        f"  items    {items['new']} new, {items['changed']} changed, "
+        f"{items['unchanged']} unchanged, {items['removed']} removed; {totals.failures} failed"
     )
+    print(
+        f"  units    {totals.units_to_embed} to embed in {totals.shards} shard(s), "
+        f"{totals.async_units} for async jobs"
+    )
+    print(f"  index    {totals.keys_to_delete} stale keys to delete")
+    print(f"  cost     ~${totals.estimated_cost_usd:.4f} (on-demand prices in settings)")
+    print(f"  details  {settings.store}/runs/{run_id}/plan.parquet")
+    print(f"  run it   novaflow run --run-id {run_id} …same source and store…")
     return 0
+
+
+def command_search(args: argparse.Namespace) -> int:
+    """``novaflow search``: the nearest units to a text or file, with where they come from."""
+    from tasks.search import search_index
+
+    if (args.query is None) == (args.file is None):
+        print("novaflow search: give a text query or --file, not both", file=sys.stderr)
+        return 2
+    settings = _settings(args)
+    metadata_filter = json.loads(args.filter) if args.filter else None
+    with backend_environment(settings.backend, Path(settings.store)):
+        hits = search_index(settings, args.query, args.file, args.top_k, metadata_filter)
+    if not hits:
+        print("no results (is the index empty? run `novaflow demo` or `novaflow run` first)")
+    for rank, hit in enumerate(hits, start=1):
+        print(f"{rank:>3}. {hit.distance:.4f}  {hit.key}  {hit.where}")
+    return 0
+
+
+def command_demo(args: argparse.Namespace) -> int:
+    """``novaflow demo``: generate the demo corpus and run the whole job on the stand-in."""
+    from tasks.demo_corpus import generate_demo_corpus
+
+    workdir: Path = args.workdir
+    corpus = generate_demo_corpus(workdir / "corpus")
+    print(
+        f"novaflow demo: corpus of {corpus.good_files} files and {corpus.broken_files} broken "
+        f"ones in {corpus.root}"
+    )
+    run_args = argparse.Namespace(
+        manifest=str(corpus.manifest),
+        corpus=None,
+        root=str(corpus.root),
+        allow_empty_corpus=False,
+        store=None,
+        vector_bucket=None,
+        index=None,
+        dimension=None,
+        backend="local",
+        run_id=None,
+    )
+    status = command_run(run_args, store=str(workdir / "store"))
+    print(f'search it: novaflow search "sourdough baking" --store {workdir / "store"}')
+    return status
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -71,9 +207,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return emulator_main(args_list[1:])
     args = _parser().parse_args(args_list)
-    if args.command == "demo":
-        return run_demo(args.workdir)
-    raise AssertionError(f"unhandled command {args.command}")  # argparse rejects others
+    if args.command == "tour":
+        from tasks.stand_in_tour import main as tour_main
+
+        return tour_main()
+    commands = {
+        "run": command_run,
+        "plan": command_plan,
+        "search": command_search,
+        "demo": command_demo,
+    }
+    return commands[args.command](args)
 
 
 if __name__ == "__main__":

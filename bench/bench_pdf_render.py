@@ -1,0 +1,277 @@
+"""How close novaflow's page rendering comes to PyMuPDF's bare rasterisation, and how it scales.
+
+Generates a 40-page A4 PDF (text, a bar chart, a table, line art) and measures, side by side in
+one run: PyMuPDF's bare rasterisation (``page.get_pixmap(dpi=150)``, no encoding), novaflow's
+``PageRenderer`` with 1 process (goal: ≥ 0.6 of bare, with JPEG) and with 2 processes (goal:
+≥ 1.8 × the 1-process speed), and bare rasterisation in 2 processes: the speed-up this machine
+allows at all. Each measurement is the best of a few interleaved rounds (other load on a shared
+machine only ever slows a round down, so the best is the least disturbed); worker pools are
+started before timing (their start-up is printed separately). Also prints what encoding a page
+costs with each encoder, the reason JPEG through Pillow is the default, and how faithful the
+JPEG pages are (PSNR against the lossless raster).
+
+Run: ``.venv/bin/python bench/bench_pdf_render.py`` (about 30 s on 2 cores). No assertions.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import random
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from multiprocessing import get_context
+from multiprocessing.pool import Pool
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from tasks.pdf_pages import PageRenderer, pymupdf_module
+from tasks.settings import EmbeddingSettings
+
+PAGES = 40
+DPI = 150
+ROUNDS = 8
+# PNG is ~8x slower to encode and only a comparison: fewer rounds keep the run under a minute.
+PNG_ROUNDS = 2
+WORDS = (
+    *("vector", "index", "embedding", "corpus", "page", "render", "batch", "workflow"),
+    *("shard", "checkpoint", "quota", "latency", "recall", "manifest", "backfill"),
+    *("the", "of", "and", "to", "a", "in", "is", "for", "with", "on"),
+)
+
+
+def sample_pdf(path: Path, pages: int, seed: int = 0) -> None:
+    """A report-like A4 PDF: heading, justified paragraphs, a bar chart, a table, line art."""
+    fitz = pymupdf_module()
+    rng = random.Random(seed)
+    document = fitz.open()
+    for number in range(1, pages + 1):
+        page = document.new_page(width=595, height=842)
+        page.insert_text((56, 64), f"Section {number}: quarterly index report", fontsize=16)
+        text = " ".join(rng.choice(WORDS) for _ in range(260))
+        page.insert_textbox(fitz.Rect(56, 80, 539, 330), text, fontsize=10, align=3)
+        _bar_chart(fitz, page, fitz.Rect(56, 350, 300, 560), rng)
+        _line_art(fitz, page, fitz.Rect(320, 350, 539, 560), rng)
+        _table(fitz, page, fitz.Rect(56, 585, 539, 780), rng)
+        page.insert_text((280, 810), f"— {number} —", fontsize=9)
+    document.save(path)
+    document.close()
+
+
+def _bar_chart(fitz: ModuleType, page: Any, box: Any, rng: random.Random) -> None:
+    page.draw_rect(box, color=(0.2, 0.2, 0.2), width=0.8)
+    bars = 8
+    width = (box.width - 20) / bars
+    for index in range(bars):
+        height = rng.uniform(0.1, 0.9) * (box.height - 20)
+        left = box.x0 + 10 + index * width
+        bar = fitz.Rect(left + 3, box.y1 - 10 - height, left + width - 3, box.y1 - 10)
+        page.draw_rect(bar, color=None, fill=(0.15, 0.35 + 0.05 * index, 0.7))
+        page.insert_text((left + 4, box.y1 - 1), f"Q{index + 1}", fontsize=6)
+
+
+def _line_art(fitz: ModuleType, page: Any, box: Any, rng: random.Random) -> None:
+    page.draw_rect(box, color=(0.2, 0.2, 0.2), width=0.8)
+    for series, colour in enumerate(((0.8, 0.1, 0.1), (0.1, 0.5, 0.1), (0.1, 0.1, 0.8))):
+        points = [
+            fitz.Point(box.x0 + step * box.width / 20, box.y1 - rng.uniform(0.1, 0.9) * box.height)
+            for step in range(21)
+        ]
+        page.draw_polyline(points, color=colour, width=1.0 + 0.3 * series)
+    for _ in range(6):
+        centre = fitz.Point(
+            rng.uniform(box.x0 + 20, box.x1 - 20), rng.uniform(box.y0 + 20, box.y1 - 20)
+        )
+        page.draw_circle(centre, rng.uniform(4, 16), color=(0.4, 0.4, 0.4), width=0.5)
+
+
+def _table(fitz: ModuleType, page: Any, box: Any, rng: random.Random) -> None:
+    rows, columns = 9, 5
+    row_height, column_width = box.height / rows, box.width / columns
+    for row in range(rows + 1):
+        y = box.y0 + row * row_height
+        page.draw_line((box.x0, y), (box.x1, y), color=(0.5, 0.5, 0.5), width=0.5)
+    for column in range(columns + 1):
+        x = box.x0 + column * column_width
+        page.draw_line((x, box.y0), (x, box.y1), color=(0.5, 0.5, 0.5), width=0.5)
+    for row in range(rows):
+        for column in range(columns):
+            cell = "metric" if row == 0 else f"{rng.uniform(0, 9999):.2f}"
+            origin = (box.x0 + column * column_width + 4, box.y0 + (row + 0.7) * row_height)
+            page.insert_text(origin, cell, fontsize=8)
+
+
+def pages_per_second(run: Callable[[], int]) -> float:
+    started = time.perf_counter()
+    count = run()
+    return count / (time.perf_counter() - started)
+
+
+def bare_rasterisation(path: Path) -> Callable[[], int]:
+    document = pymupdf_module().open(path)
+
+    def run() -> int:
+        for page in document:
+            page.get_pixmap(dpi=DPI)
+        return len(document)
+
+    return run
+
+
+def with_renderer(renderer: PageRenderer, path: Path) -> Callable[[], int]:
+    pages = [(str(path), number) for number in range(1, PAGES + 1)]
+
+    def run() -> int:
+        results = list(renderer.render(pages))
+        failures = [result for _, _, result in results if isinstance(result, Exception)]
+        if failures:
+            raise SystemExit(f"rendering failed: {failures[0]}")
+        return len(results)
+
+    return run
+
+
+def encoder_costs(path: Path, sample_pages: int = 6) -> dict[str, float]:
+    """Milliseconds per page, best of two passes, for each step after rasterisation."""
+    document = pymupdf_module().open(path)
+    pixmaps = [page.get_pixmap(dpi=DPI) for page in list(document)[:sample_pages]]
+    steps: dict[str, Callable[[Any], object]] = {
+        "copy": _pillow_image,
+        "pil_jpeg": _pillow_jpeg,
+        "mupdf_jpeg": lambda pixmap: pixmap.tobytes("jpeg", jpg_quality=85),
+        "mupdf_png": lambda pixmap: pixmap.tobytes("png"),
+    }
+    costs = {}
+    for name, step in steps.items():
+        passes = []
+        for _ in range(2):
+            started = time.perf_counter()
+            for pixmap in pixmaps:
+                step(pixmap)
+            passes.append((time.perf_counter() - started) / len(pixmaps))
+        costs[name] = 1000 * min(passes)
+    costs["pil_jpeg"] -= costs["copy"]
+    return costs
+
+
+def _pillow_image(pixmap: Any) -> Image.Image:
+    return Image.frombuffer(
+        "RGB", (pixmap.width, pixmap.height), pixmap.samples_mv, "raw", "RGB", pixmap.stride, 1
+    )
+
+
+def _pillow_jpeg(pixmap: Any) -> bytes:
+    buffer = io.BytesIO()
+    _pillow_image(pixmap).save(buffer, format="JPEG", quality=85)
+    return buffer.getvalue()
+
+
+def jpeg_fidelity(path: Path, renderer: PageRenderer) -> tuple[float, int, int, int]:
+    """Mean PSNR (dB) of the rendered JPEGs against the lossless raster, bytes per page, size."""
+    document = pymupdf_module().open(path)
+    scores, sizes = [], []
+    for page_number in (1, PAGES // 2, PAGES):
+        raster = document[page_number - 1].get_pixmap(dpi=DPI)
+        exact = np.frombuffer(raster.samples, np.uint8).reshape(raster.height, raster.width, 3)
+        (_, _, prepared) = next(renderer.render([(str(path), page_number)]))
+        if isinstance(prepared, Exception):
+            raise SystemExit(f"page {page_number} failed: {prepared}")
+        decoded = np.asarray(Image.open(io.BytesIO(prepared.data)).convert("RGB"), np.float64)
+        mse = float(np.mean((decoded - exact) ** 2))
+        scores.append(10 * np.log10(255**2 / mse))
+        sizes.append(len(prepared.data))
+    return statistics.mean(scores), int(statistics.mean(sizes)), raster.width, raster.height
+
+
+def rasterised_page_count(path: str) -> int:
+    """Bare rasterisation of every page, in whichever process runs it (for the pool below)."""
+    document = pymupdf_module().open(path)
+    for page in document:
+        page.get_pixmap(dpi=DPI)
+    return len(document)
+
+
+def bare_rasterisation_in_two_processes(pool: Pool, path: Path) -> Callable[[], int]:
+    """What this machine gives two processes doing only bare rasterisation: the ceiling for
+    any 2-process speed-up, since other load or shared cores can hold it below 2."""
+
+    def run() -> int:
+        return sum(pool.map(rasterised_page_count, [str(path)] * 2))
+
+    return run
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory(prefix="novaflow-bench-") as workdir:
+        path = Path(workdir, "report.pdf")
+        sample_pdf(path, PAGES)
+        jpeg = EmbeddingSettings(pdf_dpi=DPI, pdf_image_format="jpeg", pdf_jpeg_quality=85)
+        png = EmbeddingSettings(pdf_dpi=DPI, pdf_image_format="png")
+        started = time.perf_counter()
+        renderers = {
+            "jpeg1": PageRenderer(1, jpeg),
+            "png1": PageRenderer(1, png),
+            "jpeg2": PageRenderer(2, jpeg),
+            "png2": PageRenderer(2, png),
+        }
+        for renderer in renderers.values():
+            # Warm-up: opens the document and, for pools, starts the worker processes.
+            list(renderer.render([(str(path), number) for number in range(1, 5)]))
+        warm_up_seconds = time.perf_counter() - started
+        with get_context("spawn").Pool(2) as pool:
+            pool.map(rasterised_page_count, [str(path)] * 2)
+            runs = {
+                "bare": bare_rasterisation(path),
+                "bare2": bare_rasterisation_in_two_processes(pool, path),
+            } | {name: with_renderer(renderer, path) for name, renderer in renderers.items()}
+            samples: dict[str, list[float]] = {name: [] for name in runs}
+            for round_number in range(ROUNDS):
+                for name, run in runs.items():
+                    if name.startswith("png") and round_number >= PNG_ROUNDS:
+                        continue
+                    samples[name].append(pages_per_second(run))
+        speed = {name: max(values) for name, values in samples.items()}
+        psnr, jpeg_bytes, width, height = jpeg_fidelity(path, renderers["jpeg1"])
+        costs = encoder_costs(path)
+        for renderer in renderers.values():
+            renderer.close()
+
+    print(
+        f"{PAGES} A4 pages (text, chart, table, line art) at {DPI} dpi = {width}x{height} px; "
+        f"{os.cpu_count()} CPUs; best of {ROUNDS} interleaved rounds ({PNG_ROUNDS} for PNG)"
+    )
+    print(f"{'':40}{'pages/s':>8}{'ratio':>7}{'goal':>7}  ratio to")
+    rows = (
+        ("bare rasterisation (get_pixmap only)", "bare", None, None, ""),
+        ("PageRenderer, 1 process, JPEG q85", "jpeg1", "bare", 0.6, "bare"),
+        ("PageRenderer, 1 process, PNG", "png1", "bare", None, "bare"),
+        ("PageRenderer, 2 processes, JPEG q85", "jpeg2", "jpeg1", 1.8, "1 process, JPEG"),
+        ("PageRenderer, 2 processes, PNG", "png2", "png1", None, "1 process, PNG"),
+        ("bare rasterisation, 2 processes", "bare2", "bare", None, "bare (machine ceiling)"),
+    )
+    for label, name, base, goal, base_label in rows:
+        ratio = f"{speed[name] / speed[base]:7.2f}" if base else " " * 7
+        goal_text = f"{'>=' + str(goal):>7}" if goal else " " * 7
+        print(f"{label:40}{speed[name]:8.1f}{ratio}{goal_text}  {base_label}")
+    print(
+        f"JPEG q85 pages: {jpeg_bytes / 1000:.0f} kB each, PSNR {psnr:.1f} dB against the "
+        "lossless raster"
+    )
+    print(
+        f"ms per page: rasterise {1000 / speed['bare']:.1f} | pixmap to Pillow {{copy:.1f}} + "
+        "Pillow JPEG q85 {pil_jpeg:.1f} | MuPDF JPEG q85 {mupdf_jpeg:.1f} | MuPDF PNG "
+        "{mupdf_png:.1f}".format(**costs)
+    )
+    print(
+        f"set-up: 4 renderers (2 pools of 2 spawned workers) warmed up in {warm_up_seconds:.1f} s"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+"""The Prefect tasks of novaflow's flows: each a line or two over a plain stage function.
+
+Retries here are coarse, per shard or per stage; per-request retries belong to botocore and
+per-unit re-queueing after throttling to the embedder, so the three never stack blindly.
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+
+from prefect import task
+from prefect.concurrency.sync import concurrency
+from prefect.tasks import exponential_backoff
+
+from tasks.plan import PlanTotals
+from tasks.settings import NovaflowSettings
+from tasks.stage_embed import ShardOutcome, embedded_shard
+from tasks.stage_load import LoadOutcome, committed_state, gathered_failures, loaded_index
+from tasks.stage_plan import CorpusSource, planned_run
+
+
+@task(name="plan-run")
+def plan_run(
+    settings: NovaflowSettings, source: CorpusSource, run_id: str, allow_empty_corpus: bool
+) -> PlanTotals:
+    """Resolve the corpus and write the run's plan and shards (reused when they exist)."""
+    return planned_run(settings, source, run_id, allow_empty_corpus)
+
+
+@task(
+    name="embed-shard",
+    retries=2,
+    retry_delay_seconds=exponential_backoff(backoff_factor=5),
+    retry_jitter_factor=0.5,
+)
+def embed_shard(settings: NovaflowSettings, run_id: str, shard: int) -> ShardOutcome:
+    """Embed one shard; with a global concurrency limit configured, hold one slot throughout
+    (one server round trip per shard, never per request)."""
+    name = settings.throughput.concurrency_limit_name
+    slot = concurrency(name, occupy=1, strict=True) if name else nullcontext()
+    with slot:
+        return embedded_shard(settings, run_id, shard)
+
+
+@task(name="load-index", retries=2, retry_delay_seconds=exponential_backoff(backoff_factor=5))
+def load_index(settings: NovaflowSettings, run_id: str) -> LoadOutcome:
+    """Put the run's vectors and delete its stale keys."""
+    return loaded_index(settings, run_id)
+
+
+@task(name="commit-state")
+def commit_state(settings: NovaflowSettings, run_id: str) -> int:
+    """Record what the index now holds."""
+    return committed_state(settings, run_id)
+
+
+@task(name="gather-failures")
+def gather_failures(settings: NovaflowSettings, run_id: str) -> int:
+    """Gather the run's quarantined items and units into one file."""
+    return gathered_failures(settings, run_id)

@@ -1,0 +1,98 @@
+"""The data contract: the Parquet schemas of everything novaflow writes to its checkpoint store.
+
+Anyone can read these files with DuckDB, pandas or Polars; novaflow checks them on read.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+MANIFEST = pa.schema(
+    [
+        pa.field("item_id", pa.string(), nullable=False),
+        pa.field("uri", pa.string(), nullable=False),
+        pa.field("modality", pa.string(), nullable=False),
+        pa.field("fingerprint", pa.string(), nullable=False),
+        pa.field("size_bytes", pa.int64(), nullable=False),
+        pa.field("metadata_json", pa.string(), nullable=False),
+        pa.field("encoding", pa.string()),
+    ]
+)
+"""``runs/<run_id>/manifest.parquet``: the corpus as resolved at the start of a run."""
+
+UNITS = pa.schema(
+    [
+        pa.field("key", pa.string(), nullable=False),
+        pa.field("item_id", pa.string(), nullable=False),
+        pa.field("uri", pa.string(), nullable=False),
+        pa.field("kind", pa.string(), nullable=False),
+        pa.field("route", pa.string(), nullable=False),
+        pa.field("page", pa.int32()),
+        pa.field("char_start", pa.int64()),
+        pa.field("char_end", pa.int64()),
+        pa.field("start_seconds", pa.float64()),
+        pa.field("end_seconds", pa.float64()),
+        pa.field("metadata_json", pa.string(), nullable=False),
+        pa.field("fingerprint", pa.string(), nullable=False),
+        pa.field("encoding", pa.string()),
+    ]
+)
+"""``runs/<run_id>/shards/shard-<n>.parquet``: the units one embedding task run handles."""
+
+PLAN = pa.schema(
+    [
+        pa.field("item_id", pa.string(), nullable=False),
+        pa.field("uri", pa.string(), nullable=False),
+        pa.field("modality", pa.string(), nullable=False),
+        pa.field("change", pa.string(), nullable=False),  # new | changed | unchanged | removed
+        pa.field("reason", pa.string(), nullable=False),
+        pa.field("units_to_embed", pa.int64(), nullable=False),
+        pa.field("async_units", pa.int64(), nullable=False),
+        pa.field("keys_to_delete", pa.list_(pa.string()), nullable=False),
+        pa.field("estimated_cost_usd", pa.float64(), nullable=False),
+    ]
+)
+"""``runs/<run_id>/plan.parquet``: per item, what the run will do and why."""
+
+
+def embeddings_schema(dimension: int) -> pa.Schema:
+    """``embeddings/…/part-*.parquet``: a row per vector, ``embedding`` of ``dimension`` floats."""
+    return pa.schema(
+        [
+            pa.field("key", pa.string(), nullable=False),
+            pa.field("item_id", pa.string(), nullable=False),
+            pa.field("embedding_type", pa.string(), nullable=False),
+            pa.field("embedding", pa.list_(pa.float32(), dimension), nullable=False),
+            pa.field("metadata_json", pa.string(), nullable=False),
+            pa.field("config_hash", pa.string(), nullable=False),
+        ]
+    )
+
+
+FAILURES = pa.schema(
+    [
+        pa.field("item_id", pa.string(), nullable=False),
+        pa.field("uri", pa.string(), nullable=False),
+        pa.field("unit_key", pa.string()),
+        pa.field("stage", pa.string(), nullable=False),
+        pa.field("code", pa.string(), nullable=False),
+        pa.field("message", pa.string(), nullable=False),
+        pa.field("attempts", pa.int32(), nullable=False),
+    ]
+)
+"""``failures/<run_id>.parquet`` (and per-shard parts): quarantined items and units."""
+
+STATE = pa.schema(
+    [
+        pa.field("item_id", pa.string(), nullable=False),
+        pa.field("uri", pa.string(), nullable=False),
+        pa.field("fingerprint", pa.string(), nullable=False),
+        pa.field("config_hash", pa.string(), nullable=False),
+        pa.field("keys", pa.list_(pa.string()), nullable=False),
+        pa.field("modality", pa.string(), nullable=False),
+        # complete: every unit is in the index; quarantined: some units failed through the
+        # input's own fault and are skipped until the item changes.
+        pa.field("status", pa.string(), nullable=False),
+    ]
+)
+"""``state/<bucket>/<index>/state.parquet``: what the index holds now, item by item."""

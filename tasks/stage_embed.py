@@ -1,0 +1,211 @@
+"""Stage 2 of a run: embed one shard of units and checkpoint the result.
+
+A shard is the unit of work of one task run: hundreds of units, rendered (PDF pages, in a
+process pool) and embedded (a bounded thread pool, paced) inside it. Its embeddings file is
+written last and atomically, so its presence means the shard is done and a restarted run skips
+it; its failures and counters are written just before.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, replace
+from functools import lru_cache
+from pathlib import Path
+
+import pyarrow as pa
+
+from tasks import schemas
+from tasks.aws_clients import bedrock_runtime_client
+from tasks.embedder import EmbeddedUnit, Embedder
+from tasks.images import PreparationError, prepared_image
+from tasks.media_info import media_facts
+from tasks.nova_requests import Payload
+from tasks.pacing import Pacer
+from tasks.pdf_pages import PageRenderer
+from tasks.plan import failures_table, units_from_table
+from tasks.records import Failure, Unit, metadata_json
+from tasks.settings import NovaflowSettings
+from tasks.stage_plan import local_source
+from tasks.store import CheckpointStore
+from tasks.texts import decoded_text
+
+Work = tuple[str, str, Callable[[], Payload]]
+
+
+@dataclass(frozen=True)
+class ShardOutcome:
+    """What one shard did: units embedded and quarantined, and the model traffic it caused."""
+
+    shard: int
+    units: int
+    embedded: int
+    quarantined: int
+    model_calls: int
+    retries: int
+    throttles: int
+    skipped: bool = False
+
+
+@lru_cache(maxsize=8)
+def _text_of(path: str, encoding: str | None) -> str:
+    return decoded_text(Path(path).read_bytes(), encoding)
+
+
+def _payload_of(unit: Unit, local: Path, settings: NovaflowSettings) -> Payload:
+    """The embedding input of a non-PDF unit (PDF pages come from the page renderer)."""
+    if unit.kind == "text_chunk":
+        text = _text_of(str(local), unit.encoding)
+        return Payload(kind="text", text=text[unit.char_start : unit.char_end])
+    if unit.kind == "image":
+        image = prepared_image(local.read_bytes(), settings.embedding.max_image_side_px)
+        return Payload(
+            kind="image",
+            data=image.data,
+            media_format=image.image_format,
+            detail_level="STANDARD_IMAGE",
+        )
+    facts = media_facts(str(local), unit.kind)  # type: ignore[arg-type]
+    if unit.uri.startswith("s3://"):
+        return Payload(kind=unit.kind, s3_uri=unit.uri, media_format=facts.nova_format)  # type: ignore[arg-type]
+    return Payload(kind=unit.kind, data=local.read_bytes(), media_format=facts.nova_format)  # type: ignore[arg-type]
+
+
+def _work(units: list[Unit], settings: NovaflowSettings, renderer: PageRenderer) -> Iterator[Work]:
+    """Each unit with a function that makes its payload; PDF pages are rendered ahead in the
+    renderer's processes, in order, a bounded number at a time."""
+    pages = [unit for unit in units if unit.kind == "pdf_page"]
+    others = [unit for unit in units if unit.kind != "pdf_page"]
+    locals_by_item: dict[str, Path] = {}
+
+    def local_of(unit: Unit) -> Path:
+        if unit.item_id not in locals_by_item:
+            locals_by_item[unit.item_id] = local_source(unit.uri, unit.fingerprint)
+        return locals_by_item[unit.item_id]
+
+    rendered = renderer.render((str(local_of(unit)), unit.page or 1) for unit in pages)
+    for unit, (_, _, image) in zip(pages, rendered, strict=True):
+
+        def page_payload(image: object = image) -> Payload:
+            if isinstance(image, PreparationError):
+                raise image
+            return Payload(
+                kind="image",
+                data=image.data,
+                media_format=image.image_format,  # type: ignore[attr-defined]
+                detail_level="DOCUMENT_IMAGE",
+            )
+
+        yield unit.key, unit.item_id, page_payload
+    for unit in others:
+        yield (
+            unit.key,
+            unit.item_id,
+            (lambda unit=unit: _payload_of(unit, local_of(unit), settings)),
+        )
+
+
+_MODALITY_OF_KIND = {
+    "text_chunk": "text",
+    "pdf_page": "pdf",
+    "image": "image",
+    "audio": "audio",
+    "video": "video",
+}
+
+
+def vector_metadata(unit: Unit, embedding_type: str) -> dict[str, object]:
+    """The metadata a vector carries: the item's own, then where in the item it comes from
+    (novaflow's keys win over the user's of the same name, so a search can always say it)."""
+    metadata: dict[str, object] = json.loads(unit.metadata_json)
+    metadata.update(
+        item_id=unit.item_id,
+        source_uri=unit.uri,
+        modality=_MODALITY_OF_KIND[unit.kind],
+        embedding_type=embedding_type,
+    )
+    if unit.page is not None:
+        metadata["page"] = unit.page
+    if unit.char_start is not None and unit.char_end is not None:
+        metadata["char_start"], metadata["char_end"] = unit.char_start, unit.char_end
+    if unit.start_seconds is not None and unit.end_seconds is not None:
+        metadata["start_seconds"] = round(unit.start_seconds, 3)
+        metadata["end_seconds"] = round(unit.end_seconds, 3)
+    return metadata
+
+
+def _embedding_rows(result: EmbeddedUnit, unit: Unit, config_hash: str) -> list[dict[str, object]]:
+    many = len(result.vectors) > 1
+    return [
+        {
+            "key": f"{unit.key}#{embedding_type.lower()}" if many else unit.key,
+            "item_id": unit.item_id,
+            "embedding_type": embedding_type,
+            "embedding": vector,
+            "metadata_json": metadata_json(vector_metadata(unit, embedding_type)),
+            "config_hash": config_hash,
+        }
+        for embedding_type, vector in result.vectors
+    ]
+
+
+def embedded_shard(settings: NovaflowSettings, run_id: str, shard: int) -> ShardOutcome:
+    """Embed the units of ``shard`` of ``run_id`` (or skip it if a previous attempt finished)."""
+    store = CheckpointStore(settings.store)
+    done_path = store.embeddings_path(run_id, shard)
+    outcome_path = store.path("runs", run_id, "outcomes", f"shard-{shard:05d}.json")
+    if store.exists(done_path) and store.exists(outcome_path):
+        document = json.loads(store.read_text(outcome_path))
+        return ShardOutcome(**{**document, "skipped": True})
+    units = units_from_table(store.read_table(store.shard_units_path(run_id, shard), schemas.UNITS))
+    by_key = {unit.key: unit for unit in units}
+    throughput = settings.throughput
+    embedder = Embedder(
+        bedrock_runtime_client(throughput.concurrency),
+        settings.embedding,
+        throughput,
+        Pacer(throughput.requests_per_second),
+    )
+    rows: list[dict[str, object]] = []
+    failures: list[Failure] = []
+    processes = min(throughput.render_processes, max(1, sum(u.kind == "pdf_page" for u in units)))
+    with PageRenderer(processes, settings.embedding) as renderer:
+        for result in embedder.embed(_work(units, settings, renderer)):
+            if isinstance(result, Failure):
+                unit = by_key.get(result.unit_key or "")
+                failures.append(replace(result, uri=result.uri or (unit.uri if unit else "")))
+            else:
+                rows.extend(
+                    _embedding_rows(result, by_key[result.key], settings.embedding.config_hash())
+                )
+    counters = embedder.counters
+    outcome = ShardOutcome(
+        shard=shard,
+        units=len(units),
+        embedded=len(units) - len(failures),
+        quarantined=len(failures),
+        model_calls=counters.model_calls,
+        retries=counters.retries,
+        throttles=counters.throttles,
+    )
+    store.write_table(store.shard_failures_path(run_id, shard), failures_table(failures))
+    store.write_text(outcome_path, json.dumps(asdict(outcome)))
+    schema = schemas.embeddings_schema(settings.embedding.dimension)
+    store.write_table(done_path, pa.Table.from_pylist(rows, schema=schema))
+    return outcome
+
+
+def quarantined_shard(
+    settings: NovaflowSettings, run_id: str, shard: int, message: str
+) -> ShardOutcome:
+    """Record every unit of a shard whose task failed for good as quarantined (``shard_failed``,
+    a transient code: the next run plans those items again), so nothing is lost silently."""
+    store = CheckpointStore(settings.store)
+    units = units_from_table(store.read_table(store.shard_units_path(run_id, shard), schemas.UNITS))
+    failures = [
+        Failure(unit.item_id, unit.uri, "embed", "shard_failed", message, unit_key=unit.key)
+        for unit in units
+    ]
+    store.write_table(store.shard_failures_path(run_id, shard), failures_table(failures))
+    return ShardOutcome(shard, len(units), 0, len(units), 0, 0, 0)

@@ -1,0 +1,175 @@
+"""The checkpoint store: every path novaflow writes, decided here and nowhere else.
+
+A local directory or an ``s3://bucket/prefix``, both through ``pyarrow.fs`` so there is one code
+path. Writes are atomic: a table is written under a temporary name and renamed into place (on
+S3 a single PUT is already atomic, and a rename would be a copy, so it is written directly).
+A reader therefore sees a whole file or none, and a killed run leaves no half-written shard.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+
+@dataclass(frozen=True)
+class CheckpointStore:
+    """Paths and atomic Parquet I/O under one root (``root`` is a directory or ``s3://…``)."""
+
+    root: str
+
+    @property
+    def filesystem(self) -> pafs.FileSystem:
+        """The pyarrow filesystem behind ``root``."""
+        return self._resolved()[0]
+
+    def _resolved(self) -> tuple[pafs.FileSystem, str]:
+        filesystem, base = pafs.FileSystem.from_uri(self._absolute_root())
+        return filesystem, base.rstrip("/")
+
+    def _absolute_root(self) -> str:
+        if "://" in self.root:
+            return self.root
+        return Path(self.root).expanduser().resolve().as_posix()
+
+    def _is_s3(self) -> bool:
+        return self.root.startswith("s3://")
+
+    def path(self, *parts: str) -> str:
+        """The filesystem path of ``parts`` below the root."""
+        return "/".join([self._resolved()[1], *parts])
+
+    # -- the catalogue -------------------------------------------------------------------------
+
+    def run_dir(self, run_id: str) -> str:
+        """``runs/<run_id>``: everything one run decided."""
+        return self.path("runs", run_id)
+
+    def manifest_path(self, run_id: str) -> str:
+        """The resolved manifest of a run."""
+        return self.path("runs", run_id, "manifest.parquet")
+
+    def plan_path(self, run_id: str) -> str:
+        """The plan of a run: per item, what it does and why."""
+        return self.path("runs", run_id, "plan.parquet")
+
+    def shard_units_path(self, run_id: str, shard: int) -> str:
+        """The units of one shard of a run's embedding work."""
+        return self.path("runs", run_id, "shards", f"shard-{shard:05d}.parquet")
+
+    def summary_path(self, run_id: str) -> str:
+        """The run summary (JSON)."""
+        return self.path("runs", run_id, "summary.json")
+
+    def embeddings_dir(self, run_id: str) -> str:
+        """Where a run's embedding shards go."""
+        return self.path("embeddings", f"run={run_id}")
+
+    def embeddings_path(self, run_id: str, shard: int) -> str:
+        """The embeddings of one shard: present means that shard is done."""
+        return self.path("embeddings", f"run={run_id}", f"part-{shard:05d}.parquet")
+
+    def shard_failures_path(self, run_id: str, shard: int) -> str:
+        """The units one shard quarantined."""
+        return self.path("failures", f"run={run_id}", f"part-{shard:05d}.parquet")
+
+    def failures_path(self, run_id: str) -> str:
+        """All of a run's quarantined items and units, gathered at the end of the run."""
+        return self.path("failures", f"{run_id}.parquet")
+
+    def jobs_path(self, run_id: str) -> str:
+        """The async job ledger of a run."""
+        return self.path("jobs", f"{run_id}.parquet")
+
+    def state_path(self, vector_bucket: str, index: str) -> str:
+        """What an index holds now, item by item."""
+        return self.path("state", vector_bucket, index, "state.parquet")
+
+    def reports_dir(self, run_id: str) -> str:
+        """Evaluation reports of a run."""
+        return self.path("reports", run_id)
+
+    # -- I/O -----------------------------------------------------------------------------------
+
+    def exists(self, path: str) -> bool:
+        """Whether a file exists at ``path``."""
+        return self.filesystem.get_file_info(path).type == pafs.FileType.File
+
+    def write_table(self, path: str, table: pa.Table) -> None:
+        """Write ``table`` to ``path`` atomically (zstd-compressed Parquet)."""
+        filesystem = self.filesystem
+        directory = path.rsplit("/", 1)[0]
+        filesystem.create_dir(directory, recursive=True)
+        if self._is_s3():
+            pq.write_table(table, path, filesystem=filesystem, compression="zstd")
+            return
+        temporary = f"{directory}/.tmp-{uuid.uuid4().hex}-{path.rsplit('/', 1)[1]}"
+        try:
+            pq.write_table(table, temporary, filesystem=filesystem, compression="zstd")
+            filesystem.move(temporary, path)
+        finally:
+            if filesystem.get_file_info(temporary).type == pafs.FileType.File:
+                filesystem.delete_file(temporary)
+
+    @contextmanager
+    def table_writer(self, path: str, schema: pa.Schema) -> Iterator[pq.ParquetWriter]:
+        """A Parquet writer for streaming batches to ``path``; the file appears (atomically)
+        only when the ``with`` block ends without an exception."""
+        filesystem = self.filesystem
+        directory = path.rsplit("/", 1)[0]
+        filesystem.create_dir(directory, recursive=True)
+        target = path if self._is_s3() else f"{directory}/.tmp-{uuid.uuid4().hex}"
+        try:
+            with pq.ParquetWriter(
+                target, schema, filesystem=filesystem, compression="zstd"
+            ) as writer:
+                yield writer
+            if target != path:
+                filesystem.move(target, path)
+        finally:
+            if target != path and filesystem.get_file_info(target).type == pafs.FileType.File:
+                filesystem.delete_file(target)
+
+    def read_table(self, path: str, schema: pa.Schema | None = None) -> pa.Table:
+        """Read the Parquet file at ``path``; with ``schema``, check it holds those columns."""
+        table = pq.read_table(path, filesystem=self.filesystem)
+        if schema is not None:
+            missing = [name for name in schema.names if name not in table.column_names]
+            if missing:
+                raise ValueError(f"{path} lacks columns {missing}: not a novaflow file?")
+            table = table.select(schema.names).cast(schema)
+        return table
+
+    def write_text(self, path: str, text: str) -> None:
+        """Write a small text file (JSON, Markdown) atomically."""
+        filesystem = self.filesystem
+        directory = path.rsplit("/", 1)[0]
+        filesystem.create_dir(directory, recursive=True)
+        target = path if self._is_s3() else f"{directory}/.tmp-{uuid.uuid4().hex}"
+        with filesystem.open_output_stream(target) as stream:
+            stream.write(text.encode())
+        if target != path:
+            filesystem.move(target, path)
+
+    def read_text(self, path: str) -> str:
+        """Read a small text file."""
+        with self.filesystem.open_input_stream(path) as stream:
+            return stream.read().decode()
+
+    def list_files(self, directory: str, suffix: str = ".parquet") -> list[str]:
+        """The files directly in ``directory`` ending in ``suffix``, sorted; [] if it is absent."""
+        selector = pafs.FileSelector(directory, allow_not_found=True)
+        return sorted(
+            info.path
+            for info in self.filesystem.get_file_info(selector)
+            if info.type == pafs.FileType.File
+            and info.path.endswith(suffix)
+            and not info.base_name.startswith(".tmp-")
+        )

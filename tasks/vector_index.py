@@ -1,0 +1,391 @@
+"""The S3 Vectors loader: make sure the index exists, write and delete vectors in paced batches of
+at most 500, fit metadata into the service's limits before sending, and query with pagination.
+
+Limits (``shared/reference/aws-apis.md`` §2.3-§2.5): 500 vectors per PutVectors/DeleteVectors, a
+20 MiB request, 2,500 vectors written per second per index, 50 metadata keys of 1-63 characters,
+40 KB of metadata of which 2 KB filterable (sizes as UTF-8 bytes of compact JSON), topK ≤ 10,000
+at ≤ 100 per page. Throttling (429) and 5xx are retried by botocore; what survives that slows the
+pacer down and the batch is sent again, a bounded number of times.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Collection, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from botocore.client import BaseClient
+from botocore.exceptions import ClientError
+
+from tasks.pacing import Pacer
+from tasks.settings import IndexSettings
+
+logger = logging.getLogger(__name__)
+
+MAX_BATCH_VECTORS = 500
+MAX_REQUEST_BYTES = 20 * 1024 * 1024
+REQUEST_HEADROOM_BYTES = 64 * 1024  # the JSON envelope, and margin for estimates
+MAX_METADATA_KEYS = 50
+MAX_KEY_CHARS = 63
+MAX_FILTERABLE_BYTES = 2 * 1024
+MAX_METADATA_BYTES = 40 * 1024
+MAX_VECTOR_KEY_CHARS = 1024
+MAX_TOP_K = 10_000
+MAX_WRITE_ATTEMPTS = 8
+MAX_KEPT_WARNINGS = 100
+_RETRYABLE_CODES = frozenset(
+    {"TooManyRequestsException", "ServiceUnavailableException", "InternalServerException"}
+)
+# Bytes of one float in botocore's JSON (", " separators) after ``_wire_floats``: at most 9
+# significant digits, so ≤ 16 characters plus separator below 1e9; a raw float64 repr ≤ 24.
+_COMPACT_FLOAT_BYTES, _RAW_FLOAT_BYTES = 18, 26
+
+
+class IndexMismatchError(RuntimeError):
+    """The index exists with another dimension, metric or non-filterable keys. S3 Vectors
+    cannot change those, so novaflow refuses to write into it."""
+
+
+@dataclass(frozen=True)
+class FittedMetadata:
+    """Metadata that fits the service's limits: ``metadata`` to send, the ``dropped_keys`` that
+    did not fit (or had a key or value the service refuses), and a ``warning`` saying which and
+    why (None when nothing was dropped)."""
+
+    metadata: dict[str, Any]
+    dropped_keys: tuple[str, ...]
+    warning: str | None
+
+
+@dataclass(frozen=True)
+class PutOutcome:
+    """What ``put_vectors`` did: ``vectors_written`` in ``batches`` requests (their sizes in
+    ``batch_sizes``); ``vectors_with_dropped_metadata`` counts vectors whose metadata was
+    trimmed, ``warnings`` says why (the first 100); ``rejected`` lists ``(key, reason)`` of rows
+    not written because the service would refuse the vector itself."""
+
+    vectors_written: int
+    batches: int
+    batch_sizes: tuple[int, ...]
+    vectors_with_dropped_metadata: int
+    warnings: tuple[str, ...]
+    rejected: tuple[tuple[str, str], ...]
+
+
+def ensure_index(client: BaseClient, settings: IndexSettings, dimension: int) -> None:
+    """Create the vector bucket and index of ``settings`` if missing (someone else creating
+    them at the same moment is fine), then check the index matches. Raises
+    ``IndexMismatchError`` when it has another dimension, metric or non-filterable keys."""
+    bucket, name = settings.vector_bucket, settings.index
+    if _absent(lambda: client.get_vector_bucket(vectorBucketName=bucket)):
+        _tolerating_conflict(lambda: client.create_vector_bucket(vectorBucketName=bucket))
+    if _absent(lambda: client.get_index(vectorBucketName=bucket, indexName=name)):
+        request: dict[str, Any] = {
+            "vectorBucketName": bucket,
+            "indexName": name,
+            "dataType": "float32",
+            "dimension": dimension,
+            "distanceMetric": settings.metric,
+        }
+        if settings.non_filterable_keys:
+            request["metadataConfiguration"] = {
+                "nonFilterableMetadataKeys": list(settings.non_filterable_keys)
+            }
+        _tolerating_conflict(lambda: client.create_index(**request))
+        logger.info(
+            "created vector index %s/%s (%d-d, %s)", bucket, name, dimension, settings.metric
+        )
+    index = client.get_index(vectorBucketName=bucket, indexName=name)["index"]
+    found_keys = set(index.get("metadataConfiguration", {}).get("nonFilterableMetadataKeys", []))
+    differences = []
+    if index["dimension"] != dimension:
+        differences.append(f"dimension {index['dimension']} (wanted {dimension})")
+    if index["distanceMetric"] != settings.metric:
+        differences.append(f"metric {index['distanceMetric']} (wanted {settings.metric})")
+    if found_keys != set(settings.non_filterable_keys):
+        differences.append(
+            f"non-filterable keys {sorted(found_keys)} "
+            f"(wanted {sorted(settings.non_filterable_keys)})"
+        )
+    if differences:
+        raise IndexMismatchError(
+            f"vector index {bucket}/{name} exists with {', '.join(differences)}. S3 Vectors "
+            "cannot change these: set a new index name (NOVAFLOW_INDEX__INDEX) to build a "
+            "fresh index, or delete this one."
+        )
+
+
+def fitted_metadata(
+    metadata: Mapping[str, Any], non_filterable_keys: Collection[str]
+) -> FittedMetadata:
+    """``metadata`` trimmed to what PutVectors accepts, never refused whole.
+
+    Keys outside 1-63 characters and values that are not strings, finite numbers, booleans or
+    flat lists of those are dropped. Then, while there are more than 50 keys or the filterable
+    part is over 2 KB, the filterable key with the largest value goes; while the whole is over
+    40 KB, the key with the largest value goes whichever kind it is (filterable metadata is at
+    most 2 KB by then, so this drops the large non-filterable values that cause it). Sizes are
+    UTF-8 bytes of compact JSON, as the service measures them.
+    """
+    kept: dict[str, Any] = {}
+    reasons: dict[str, str] = {}
+    for key, value in metadata.items():
+        storable = _storable(value)
+        if not isinstance(key, str) or not 1 <= len(key) <= MAX_KEY_CHARS:
+            reasons[str(key)[:80]] = f"key must be 1-{MAX_KEY_CHARS} characters"
+        elif storable is None:
+            reasons[key] = "value must be a string, number, boolean or a list of those"
+        else:
+            kept[key] = storable
+    non_filterable = set(non_filterable_keys)
+
+    def filterable() -> dict[str, Any]:
+        return {k: v for k, v in kept.items() if k not in non_filterable}
+
+    def drop_largest(candidates: Mapping[str, Any], reason: str) -> None:
+        key = max(candidates, key=lambda k: (_json_bytes(candidates[k]), k))
+        del kept[key]
+        reasons[key] = reason
+
+    while len(kept) > MAX_METADATA_KEYS:
+        drop_largest(filterable() or kept, f"more than {MAX_METADATA_KEYS} keys")
+    while _json_bytes(filterable()) > MAX_FILTERABLE_BYTES:
+        drop_largest(filterable(), f"filterable metadata over {MAX_FILTERABLE_BYTES} bytes")
+    while _json_bytes(kept) > MAX_METADATA_BYTES:
+        drop_largest(kept, f"metadata over {MAX_METADATA_BYTES} bytes")
+    if not reasons:
+        return FittedMetadata(kept, (), None)
+    dropped = tuple(reasons)
+    details = "; ".join(f"{key!r}: {reason}" for key, reason in reasons.items())
+    warning = (
+        f"dropped metadata {list(dropped)} ({details}); declare large keys in "
+        "IndexSettings.non_filterable_keys when creating an index"
+    )
+    return FittedMetadata(kept, dropped, warning)
+
+
+def put_vectors(
+    client: BaseClient,
+    settings: IndexSettings,
+    rows: Iterable[tuple[str, np.ndarray, Mapping[str, Any]]],
+    pacer: Pacer,
+) -> PutOutcome:
+    """Write ``(key, vector, metadata)`` rows in batches of up to 500 vectors and 20 MiB.
+
+    ``pacer`` counts vectors (one ``acquire(n)`` per batch of ``n``): build it with
+    ``ThroughputSettings.index_vectors_per_second``. A key repeated within a batch is sent once,
+    last row wins, as a later put would overwrite it. Rows read lazily; metadata is fitted with
+    ``fitted_metadata``; vectors the service would refuse (non-finite, all zero on a cosine
+    index, key over 1,024 characters) are reported in ``rejected``, not sent. Raises
+    ``ClientError`` when a batch still fails after retries (re-running is safe: puts overwrite).
+    """
+    non_filterable = frozenset(settings.non_filterable_keys)
+    where = _where(settings)
+    budget = MAX_REQUEST_BYTES - REQUEST_HEADROOM_BYTES
+    batch: dict[str, dict[str, Any]] = {}
+    batch_bytes = 0
+    sizes: list[int] = []
+    warnings: list[str] = []
+    trimmed = 0
+    rejected: list[tuple[str, str]] = []
+
+    def flush() -> None:
+        nonlocal batch, batch_bytes
+        if batch:
+            entries = list(batch.values())
+            _write(client, pacer, "put_vectors", len(entries), {**where, "vectors": entries})
+            sizes.append(len(entries))
+            batch, batch_bytes = {}, 0
+
+    for key, vector, metadata in rows:
+        problem = _vector_problem(key, vector, settings.metric)
+        if problem is not None:
+            rejected.append((key, problem))
+            continue
+        fitted = fitted_metadata(metadata, non_filterable)
+        if fitted.warning is not None:
+            trimmed += 1
+            if len(warnings) < MAX_KEPT_WARNINGS:
+                warnings.append(f"{key}: {fitted.warning}")
+        wire, row_bytes = _wire_floats(np.asarray(vector, dtype=np.float32))
+        # botocore writes JSON with ", " separators and ASCII escapes: measure it that way.
+        row_bytes += len(json.dumps(key)) + len(json.dumps(fitted.metadata)) + 64
+        if key not in batch and (
+            len(batch) >= MAX_BATCH_VECTORS or batch_bytes + row_bytes > budget
+        ):
+            flush()
+        batch[key] = {"key": key, "data": {"float32": wire}, "metadata": fitted.metadata}
+        batch_bytes += row_bytes
+    flush()
+    return PutOutcome(
+        vectors_written=sum(sizes),
+        batches=len(sizes),
+        batch_sizes=tuple(sizes),
+        vectors_with_dropped_metadata=trimmed,
+        warnings=tuple(warnings),
+        rejected=tuple(rejected),
+    )
+
+
+def delete_vectors(
+    client: BaseClient, settings: IndexSettings, keys: Iterable[str], pacer: Pacer
+) -> int:
+    """Delete ``keys`` in batches of up to 500; keys the index does not hold are ignored by the
+    service. ``pacer`` counts vectors, as for ``put_vectors``. Returns the number of keys sent
+    (a key repeated within one batch is sent and counted once). Raises ``ClientError`` when a
+    batch still fails after retries (re-running is safe)."""
+    where = _where(settings)
+    sent = 0
+    batch: dict[str, None] = {}
+    for key in _chain(keys):
+        batch[key] = None
+        if len(batch) == MAX_BATCH_VECTORS:
+            _write(client, pacer, "delete_vectors", len(batch), {**where, "keys": list(batch)})
+            sent += len(batch)
+            batch = {}
+    if batch:
+        _write(client, pacer, "delete_vectors", len(batch), {**where, "keys": list(batch)})
+        sent += len(batch)
+    return sent
+
+
+def query(
+    client: BaseClient,
+    settings: IndexSettings,
+    vector: np.ndarray,
+    top_k: int,
+    metadata_filter: Mapping[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """The ``top_k`` nearest vectors to ``vector`` (fewer if fewer match ``metadata_filter``),
+    nearest first, as ``{"key", "distance", "metadata"}`` dicts. ``top_k`` over 100 is read
+    page by page with botocore's QueryVectors paginator."""
+    if not 1 <= top_k <= MAX_TOP_K:
+        raise ValueError(f"top_k must be 1-{MAX_TOP_K}, got {top_k}")
+    wire, _ = _wire_floats(np.asarray(vector, dtype=np.float32))
+    request: dict[str, Any] = {
+        **_where(settings),
+        "queryVector": {"float32": wire},
+        "topK": top_k,
+        "returnMetadata": True,
+        "returnDistance": True,
+    }
+    if metadata_filter is not None:
+        request["filter"] = dict(metadata_filter)
+    results = []
+    for page in client.get_paginator("query_vectors").paginate(**request):
+        for found in page.get("vectors", []):
+            results.append(
+                {
+                    "key": found["key"],
+                    "distance": found.get("distance"),
+                    "metadata": found.get("metadata", {}),
+                }
+            )
+    return results
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+def _where(settings: IndexSettings) -> dict[str, str]:
+    return {"vectorBucketName": settings.vector_bucket, "indexName": settings.index}
+
+
+def _write(
+    client: BaseClient, pacer: Pacer, operation: str, vectors: int, request: Mapping[str, Any]
+) -> None:
+    """One PutVectors/DeleteVectors request, paced; re-sent after throttling or 5xx that
+    survived botocore's retries, up to ``MAX_WRITE_ATTEMPTS`` times."""
+    call = getattr(client, operation)
+    for attempt in range(1, MAX_WRITE_ATTEMPTS + 1):
+        pacer.acquire(vectors)
+        try:
+            call(**request)
+        except ClientError as err:
+            code = err.response.get("Error", {}).get("Code")
+            if code not in _RETRYABLE_CODES or attempt == MAX_WRITE_ATTEMPTS:
+                raise
+            logger.info("%s of %d vectors: %s, slowing down", operation, vectors, code)
+            pacer.slow_down()
+            continue
+        pacer.record_success()
+        return
+
+
+def _absent(get: Any) -> bool:
+    try:
+        get()
+    except ClientError as err:
+        if err.response.get("Error", {}).get("Code") == "NotFoundException":
+            return True
+        raise
+    return False
+
+
+def _tolerating_conflict(create: Any) -> None:
+    try:
+        create()
+    except ClientError as err:
+        if err.response.get("Error", {}).get("Code") != "ConflictException":
+            raise
+
+
+def _json_bytes(value: Any) -> int:
+    return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+
+
+def _storable(value: Any) -> Any:
+    """``value`` as the JSON the service stores (numpy scalars made plain), or None if none."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, bool | str):
+        return value
+    if isinstance(value, int | float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, list | tuple):
+        items = [_storable(v) for v in value]
+        if any(item is None or isinstance(item, list) for item in items):
+            return None
+        return items
+    return None
+
+
+def _vector_problem(key: str, vector: np.ndarray, metric: str) -> str | None:
+    if not 1 <= len(key) <= MAX_VECTOR_KEY_CHARS:
+        return f"vector key must be 1-{MAX_VECTOR_KEY_CHARS} characters"
+    values = np.asarray(vector, dtype=np.float64)
+    if values.ndim != 1 or not np.isfinite(values).all():
+        return "vector must be one-dimensional with no NaN or Infinity"
+    if metric == "cosine" and not values.astype(np.float32).any():
+        return "a cosine index refuses an all-zero vector"
+    return None
+
+
+def _wire_floats(vector: np.ndarray) -> tuple[list[float], int]:
+    """``vector`` as Python floats that print short in JSON, and a bound on their JSON bytes.
+
+    A float32 needs 9 significant digits to round-trip exactly, but ``tolist()`` prints its
+    float64 value with up to 17, making requests ~60% larger (a 500 × 3,072 batch would not fit
+    in 20 MiB). Rounding to 9 digits by dividing an integer by an exact power of ten gives the
+    double nearest that decimal, which prints as it and parses back to the same float32.
+    """
+    values = vector.astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        shift = 8 - np.floor(np.log10(np.abs(values)))
+    # Powers of ten are exact doubles only up to 1e22; outside 1e-14..1e9, send values as they are.
+    compact = np.isfinite(shift) & (shift >= 0) & (shift <= 22)
+    scale = np.power(10.0, np.where(compact, shift, 0.0))
+    wire = np.where(compact, np.round(values * scale) / scale, values)
+    bound = int(np.where(compact, _COMPACT_FLOAT_BYTES, _RAW_FLOAT_BYTES).sum())
+    return wire.tolist(), bound
+
+
+def _chain(keys: Iterable[str]) -> Iterator[str]:
+    for key in keys:
+        if not isinstance(key, str) or not 1 <= len(key) <= MAX_VECTOR_KEY_CHARS:
+            raise ValueError(f"not a vector key: {key!r}")
+        yield key

@@ -1,0 +1,25 @@
+"""Flow tests run under one Prefect test harness for the whole session, against the stand-in."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from prefect.testing.utilities import prefect_test_harness
+
+from emulator.app import Emulator
+
+
+@pytest.fixture(scope="session", autouse=True)
+def prefect_harness() -> Iterator[None]:
+    """A temporary Prefect API for every flow test in this session."""
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture
+def aws_environment(stand_in: Emulator, monkeypatch: pytest.MonkeyPatch) -> Emulator:
+    """The standard AWS variables pointed at the stand-in, as a user's shell would have them."""
+    for name, value in stand_in.environment().items():
+        monkeypatch.setenv(name, value)
+    return stand_in

@@ -1,0 +1,133 @@
+"""The re-embedding flow end to end against the stand-in: what a nightly run promises its users
+— only what changed is embedded, the index mirrors the corpus, nothing is lost."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from botocore.client import BaseClient
+
+from emulator.app import Emulator
+from flows.reembed import ReembedParameters, reembed
+from tasks.demo_corpus import DemoCorpus, change_demo_corpus, generate_demo_corpus
+from tasks.settings import IndexSettings, NovaflowSettings, ThroughputSettings
+from tasks.store import CheckpointStore
+from tasks.summary import RunSummary
+
+
+def _settings(tmp_path: Path) -> NovaflowSettings:
+    return NovaflowSettings(
+        store=str(tmp_path / "store"),
+        backend="aws",
+        index=IndexSettings(vector_bucket="flow-tests", index=f"i-{uuid.uuid4().hex[:12]}"),
+        throughput=ThroughputSettings(shard_size=8, concurrency=4, render_processes=1),
+    )
+
+
+def _run(corpus: DemoCorpus, settings: NovaflowSettings, **extra: Any) -> RunSummary:
+    params = ReembedParameters(
+        manifest=str(corpus.manifest), root=str(corpus.root), settings=settings, **extra
+    )
+    return reembed(params)
+
+
+def _index_keys(client: BaseClient, settings: NovaflowSettings) -> set[str]:
+    paginator = client.get_paginator("list_vectors")
+    pages = paginator.paginate(
+        vectorBucketName=settings.index.vector_bucket, indexName=settings.index.index
+    )
+    return {vector["key"] for page in pages for vector in page["vectors"]}
+
+
+def _calls(stand_in: Emulator, service: str, operation: str) -> int:
+    return stand_in.stats()[service]["calls"].get(operation, 0)
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> DemoCorpus:
+    return generate_demo_corpus(tmp_path / "corpus")
+
+
+def test_first_run_embeds_every_good_unit_and_quarantines_every_bad_one(
+    aws_environment: Emulator, corpus: DemoCorpus, tmp_path: Path
+) -> None:
+    settings = _settings(tmp_path)
+    summary = _run(corpus, settings)
+
+    assert summary.adds_up
+    assert summary.units_embedded == summary.units_planned - summary.units_quarantined
+    assert summary.items["new"] >= corpus.good_files
+    assert summary.vectors_written == summary.units_embedded
+    assert _calls(aws_environment, "bedrock-runtime", "InvokeModel") == summary.model_calls
+    keys = _index_keys(aws_environment.client("s3vectors"), settings)
+    assert len(keys) == summary.units_embedded
+    assert "pdf/river-ecology#page=1" in keys
+    # every broken file of the demo ends in the failures file with a reason
+    store = CheckpointStore(settings.store)
+    failures = store.read_table(store.failures_path(summary.run_id)).to_pylist()
+    codes = {row["code"] for row in failures}
+    assert {
+        "pdf_encrypted",
+        "pdf_corrupt",
+        "image_truncated",
+        "empty_file",
+        "not_found",
+        "outside_root",
+        "text_binary",
+    } <= codes
+    assert all(row["message"] for row in failures)
+
+
+def test_unchanged_corpus_makes_no_model_call_and_no_index_write(
+    aws_environment: Emulator, corpus: DemoCorpus, tmp_path: Path
+) -> None:
+    settings = _settings(tmp_path)
+    _run(corpus, settings)
+    aws_environment.reset_stats()
+
+    again = _run(corpus, settings)
+
+    assert again.model_calls == 0
+    assert again.items["new"] == again.items["changed"] == 0
+    assert _calls(aws_environment, "bedrock-runtime", "InvokeModel") == 0
+    assert _calls(aws_environment, "s3vectors", "PutVectors") == 0
+    assert _calls(aws_environment, "s3vectors", "DeleteVectors") == 0
+
+
+def test_changes_reembed_only_what_changed_and_delete_stale_keys(
+    aws_environment: Emulator, corpus: DemoCorpus, tmp_path: Path
+) -> None:
+    settings = _settings(tmp_path)
+    first = _run(corpus, settings)
+    client = aws_environment.client("s3vectors")
+    before = _index_keys(client, settings)
+    pdf_id, text_id, image_id = change_demo_corpus(corpus, seed=1)
+    old_pages = {key for key in before if key.startswith(f"{pdf_id}#page=")}
+    aws_environment.reset_stats()
+
+    second = _run(corpus, settings)
+
+    after = _index_keys(client, settings)
+    new_pages = {key for key in after if key.startswith(f"{pdf_id}#page=")}
+    assert len(new_pages) == len(old_pages) - 1
+    assert not any(key.startswith(image_id) for key in after)
+    assert second.items["changed"] == 2
+    assert second.items["removed"] == 1
+    text_units = {key for key in after if key.startswith(f"{text_id}#chunk=")}
+    assert second.model_calls == len(new_pages) + len(text_units)
+    assert second.keys_deleted >= 2  # the PDF's last page and the removed image
+    assert (
+        after
+        == (
+            before
+            - old_pages
+            - {k for k in before if k.startswith(text_id + "#")}
+            - {k for k in before if k.startswith(image_id)}
+        )
+        | new_pages
+        | text_units
+    )
+    assert first.run_id != second.run_id
