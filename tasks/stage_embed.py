@@ -48,6 +48,13 @@ class ShardOutcome:
     skipped: bool = False
 
 
+@lru_cache(maxsize=4)
+def process_pacer(requests_per_second: float) -> Pacer:
+    """The one pacer of this process for a rate: shards embedded side by side in one process
+    share it, so together they stay under the rate instead of each taking all of it."""
+    return Pacer(requests_per_second)
+
+
 @lru_cache(maxsize=8)
 def _text_of(path: str, encoding: str | None) -> str:
     return decoded_text(Path(path).read_bytes(), encoding)
@@ -165,7 +172,7 @@ def embedded_shard(settings: NovaflowSettings, run_id: str, shard: int) -> Shard
         bedrock_runtime_client(throughput.concurrency),
         settings.embedding,
         throughput,
-        Pacer(throughput.requests_per_second),
+        process_pacer(throughput.requests_per_second),
     )
     rows: list[dict[str, object]] = []
     failures: list[Failure] = []

@@ -1,0 +1,160 @@
+"""``novaflow`` as a user runs it, in separate processes: the demo and a search on the embedded
+stand-in, a dry-run plan, and a run killed with SIGKILL and started again with the same id."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    keep = {k: os.environ[k] for k in ("PATH", "HOME", "LANG", "TMPDIR") if k in os.environ}
+    return {
+        **keep,
+        "PREFECT_HOME": str(tmp_path / "prefect-home"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        **extra,
+    }
+
+
+def _novaflow(
+    tmp_path: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BIN / "novaflow"), *args],
+        cwd=tmp_path,
+        env=env or _env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def test_demo_runs_the_whole_job_then_search_finds_its_units(tmp_path: Path) -> None:
+    demo = _novaflow(tmp_path, "demo", "--workdir", "demo")
+    assert demo.returncode == 0, demo.stderr[-3000:]
+    assert "units    " in demo.stdout
+    assert "0 quarantined of" not in demo.stdout  # the demo's truncated image is quarantined
+    summary_path = next((tmp_path / "demo" / "store" / "runs").glob("*/summary.json"))
+    summary = json.loads(summary_path.read_text())
+    assert summary["adds_up"] is True
+    assert summary["units_embedded"] > 20
+    assert {"pdf_encrypted", "pdf_corrupt", "outside_root"} <= set(summary["failures_by_code"])
+
+    search = _novaflow(tmp_path, "search", "sourdough baking", "--store", "demo/store")
+    assert search.returncode == 0, search.stderr[-3000:]
+    first = search.stdout.splitlines()[0]
+    assert first.startswith("  1. ")
+    assert "text/sourdough" in first
+
+    again = _novaflow(tmp_path, "demo", "--workdir", "demo")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "model    0 calls" in again.stdout
+
+
+def test_plan_is_a_dry_run_with_a_cost(tmp_path: Path) -> None:
+    from tasks.demo_corpus import generate_demo_corpus
+
+    corpus = generate_demo_corpus(tmp_path / "corpus")
+    plan = _novaflow(tmp_path, "plan", "--manifest", str(corpus.manifest), "--store", "store")
+    assert plan.returncode == 0, plan.stderr[-3000:]
+    assert "(no model was called)" in plan.stdout
+    assert "cost     ~$0.0" in plan.stdout
+    assert not list((tmp_path / "store").glob("embeddings/*/*.parquet"))
+
+
+@pytest.fixture
+def slow_stand_in(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """A separate ``novaflow emulator`` whose model calls take 0.1 s, outliving any one run."""
+    process = subprocess.Popen(
+        [
+            str(BIN / "novaflow"), "emulator", "--in-memory", "--latency", "0.1",
+            "--s3-port", "0", "--bedrock-port", "0", "--s3vectors-port", "0",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=_env(tmp_path),
+        cwd=tmp_path,
+    )  # fmt: skip
+    variables: dict[str, str] = {}
+    assert process.stdout is not None
+    for line in process.stdout:
+        if line.startswith("export "):
+            name, _, value = line.removeprefix("export ").strip().partition("=")
+            variables[name] = shlex.split(value)[0]
+        if line.startswith("# state:"):
+            break
+    try:
+        yield variables
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+
+
+def _model_calls(variables: dict[str, str]) -> int:
+    url = f"{variables['AWS_ENDPOINT_URL_BEDROCK_RUNTIME']}/_emulator/stats"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return int(json.loads(response.read())["calls"].get("InvokeModel", 0))
+
+
+def test_a_killed_run_resumes_redoing_only_unfinished_shards(
+    tmp_path: Path, slow_stand_in: dict[str, str]
+) -> None:
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    units = 60
+    for n in range(units):
+        (corpus / f"note-{n:02d}.txt").write_text(f"note number {n} about topic {n % 7}")
+    shard_size = 5
+    env = _env(
+        tmp_path,
+        **slow_stand_in,
+        NOVAFLOW_THROUGHPUT__SHARD_SIZE=str(shard_size),
+        NOVAFLOW_THROUGHPUT__CONCURRENCY="1",
+    )
+    command = [
+        str(BIN / "novaflow"), "run", "--corpus", str(corpus), "--store", "store",
+        "--backend", "aws", "--run-id", "nightly-1", "--index", "resume-test",
+    ]  # fmt: skip
+    parts = tmp_path / "store" / "embeddings" / "run=nightly-1"
+
+    killed = subprocess.Popen(
+        command, cwd=tmp_path, env=env, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 240
+    while len(list(parts.glob("part-*.parquet"))) < 3:
+        assert killed.poll() is None, "the run ended before it could be killed"
+        assert time.monotonic() < deadline, "no shard was checkpointed in time"
+        time.sleep(0.05)  # polling the store, not synchronising: the kill point is arbitrary
+    os.killpg(killed.pid, signal.SIGKILL)
+    killed.wait(timeout=30)
+    finished_shards = len(list(parts.glob("part-*.parquet")))
+    calls_before = _model_calls(slow_stand_in)
+    assert finished_shards < units // shard_size
+
+    resumed = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True,
+                             timeout=600)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    calls_after = _model_calls(slow_stand_in) - calls_before
+    # exactly the shards that had not finished are embedded again, and nothing else
+    assert calls_after == units - finished_shards * shard_size
+    # the killed run wasted at most the shards it had in flight (2 in parallel)
+    assert calls_before - finished_shards * shard_size <= 2 * shard_size
+    summary = json.loads((tmp_path / "store" / "runs" / "nightly-1" / "summary.json").read_text())
+    assert summary["adds_up"] is True
+    assert summary["units_embedded"] == units
+    assert summary["shards_skipped"] == finished_shards
