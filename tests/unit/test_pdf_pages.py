@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, JpegImagePlugin
 
 from tasks.images import PreparationError, PreparedImage
 from tasks.pdf_pages import (
@@ -293,3 +293,11 @@ def test_a_closed_renderer_refuses_work(pdfs: dict[str, Path]) -> None:
 
     with pytest.raises(RuntimeError):
         next(renderer.render([(str(pdfs["report"]), 1)]))
+
+
+def test_jpeg_pages_are_baseline_with_half_resolution_chroma(pdfs: dict[str, Path]) -> None:
+    page = render(pdfs["report"], 1, dpi=150)
+
+    with Image.open(io.BytesIO(page.data)) as image:
+        assert JpegImagePlugin.get_sampling(image) == 2  # 4:2:0
+        assert not image.info.get("progressive")
