@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from tasks import schemas
 from tasks.images import PreparationError
-from tasks.records import Failure, Item, Unit
+from tasks.records import Failure, Item, Unit, routed
 from tasks.settings import EmbeddingSettings, Prices
 from tasks.store import CheckpointStore
 from tasks.units import expanded_item
@@ -58,12 +58,12 @@ class ItemPlan:
     @property
     def sync_units(self) -> tuple[Unit, ...]:
         """Units embedded with InvokeModel in this run."""
-        return tuple(unit for unit in self.units if unit.route == "sync")
+        return routed(self.units, "sync")
 
     @property
     def async_units(self) -> tuple[Unit, ...]:
         """Units left to async jobs."""
-        return tuple(unit for unit in self.units if unit.route == "async")
+        return routed(self.units, "async")
 
 
 def item_change(item: Item, previous: StateEntry | None, config_hash: str) -> tuple[Change, str]:

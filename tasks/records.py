@@ -80,6 +80,11 @@ class Failure:
     attempts: int = 1
 
 
+def routed(units: tuple[Unit, ...], route: Route) -> tuple[Unit, ...]:
+    """The units of ``units`` that take ``route``, in order."""
+    return tuple(unit for unit in units if unit.route == route)
+
+
 def metadata_json(metadata: Mapping[str, Any] | None) -> str:
     """Canonical JSON for metadata: sorted keys, no spaces, so equal metadata is equal text."""
     return json.dumps(dict(metadata or {}), sort_keys=True, separators=(",", ":"))

@@ -14,7 +14,7 @@ from pathlib import Path
 from tasks.images import PreparationError
 from tasks.media_info import media_facts
 from tasks.pdf_pages import pdf_page_count
-from tasks.records import Item, Unit, chunk_key, image_key, page_key, span_key
+from tasks.records import Item, Unit, chunk_key, image_key, page_key, routed, span_key
 from tasks.settings import EmbeddingSettings, Prices
 from tasks.texts import decoded_text, text_chunks
 
@@ -32,12 +32,12 @@ class Expansion:
     @property
     def sync_units(self) -> tuple[Unit, ...]:
         """The units embedded with InvokeModel."""
-        return tuple(unit for unit in self.units if unit.route == "sync")
+        return routed(self.units, "sync")
 
     @property
     def async_units(self) -> tuple[Unit, ...]:
         """The units left to an async job (their segment keys are known only when it ends)."""
-        return tuple(unit for unit in self.units if unit.route == "async")
+        return routed(self.units, "async")
 
 
 def expanded_item(

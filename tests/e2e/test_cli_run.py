@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -16,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.emulator_process import BIN, running_emulator
+
 REPO = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
 
 
 def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
@@ -79,29 +78,8 @@ def test_plan_is_a_dry_run_with_a_cost(tmp_path: Path) -> None:
 @pytest.fixture
 def slow_stand_in(tmp_path: Path) -> Iterator[dict[str, str]]:
     """A separate ``novaflow emulator`` whose model calls take 0.1 s, outliving any one run."""
-    process = subprocess.Popen(
-        [
-            str(BIN / "novaflow"), "emulator", "--in-memory", "--latency", "0.1",
-            "--s3-port", "0", "--bedrock-port", "0", "--s3vectors-port", "0",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-        env=_env(tmp_path),
-        cwd=tmp_path,
-    )  # fmt: skip
-    variables: dict[str, str] = {}
-    assert process.stdout is not None
-    for line in process.stdout:
-        if line.startswith("export "):
-            name, _, value = line.removeprefix("export ").strip().partition("=")
-            variables[name] = shlex.split(value)[0]
-        if line.startswith("# state:"):
-            break
-    try:
-        yield variables
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=30)
+    with running_emulator(("--in-memory", "--latency", "0.1"), _env(tmp_path), tmp_path) as env:
+        yield env
 
 
 def _model_calls(variables: dict[str, str]) -> int:

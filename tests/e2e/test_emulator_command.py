@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -14,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.emulator_process import BIN, running_emulator
+
 REPO = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
 
 
 def _clean_env(**extra: str) -> dict[str, str]:
@@ -30,36 +29,8 @@ def _clean_env(**extra: str) -> dict[str, str]:
 def printed_variables(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """Start ``novaflow emulator`` on free ports; yield the variables it printed; stop it."""
     state = tmp_path_factory.mktemp("emulator-command")
-    process = subprocess.Popen(
-        [
-            str(BIN / "novaflow"),
-            "emulator",
-            "--s3-port",
-            "0",
-            "--bedrock-port",
-            "0",
-            "--s3vectors-port",
-            "0",
-            "--state-dir",
-            str(state),
-            "--job-seconds",
-            "0.5",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=_clean_env(),
-        cwd=state,
-    )
-    variables: dict[str, str] = {}
-    assert process.stdout is not None
-    for line in process.stdout:
-        if line.startswith("export "):
-            name, _, value = line.removeprefix("export ").strip().partition("=")
-            variables[name] = shlex.split(value)[0]
-        if line.startswith("# state:"):
-            break
-    try:
+    options = ("--state-dir", str(state), "--job-seconds", "0.5")
+    with running_emulator(options, _clean_env(), state) as variables:
         assert set(variables) >= {
             "AWS_ENDPOINT_URL_S3",
             "AWS_ENDPOINT_URL_BEDROCK_RUNTIME",
@@ -67,17 +38,13 @@ def printed_variables(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict
             "AWS_ACCESS_KEY_ID",
             "AWS_SECRET_ACCESS_KEY",
             "AWS_DEFAULT_REGION",
-        }, process.stderr.read() if process.poll() is not None else variables  # type: ignore[union-attr]
+        }
         assert all(
             url.startswith("http://127.0.0.1:")
             for name, url in variables.items()
             if name.startswith("AWS_ENDPOINT_URL_")
         )
         yield variables
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=30)
-    assert process.returncode == 0
 
 
 def test_a_plain_boto3_script_tours_every_api_with_only_the_printed_variables(
