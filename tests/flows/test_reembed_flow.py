@@ -131,3 +131,25 @@ def test_changes_reembed_only_what_changed_and_delete_stale_keys(
         | text_units
     )
     assert first.run_id != second.run_id
+
+
+def test_shards_hold_a_global_concurrency_slot_when_one_is_named(
+    aws_environment: Emulator, corpus: DemoCorpus, tmp_path: Path
+) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+
+    name = f"novaflow-bedrock-{uuid.uuid4().hex[:8]}"
+    with get_client(sync_client=True) as client:
+        client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
+        base = _settings(tmp_path)
+        settings = base.model_copy(
+            update={
+                "throughput": base.throughput.model_copy(update={"concurrency_limit_name": name})
+            }
+        )
+        summary = _run(corpus, settings)
+        limit = client.read_global_concurrency_limit_by_name(name)
+    assert summary.adds_up
+    assert summary.shards > 1  # several shards went through one slot, one after another
+    assert limit.active_slots == 0  # every slot taken was given back
