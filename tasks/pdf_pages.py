@@ -1,19 +1,15 @@
 """PDF pages rendered to images for Nova's ``DOCUMENT_IMAGE`` detail level, with PyMuPDF.
 
-On a 150-dpi A4 page (``bench/bench_pdf_render.py``), rasterising takes ~10–15 ms, encoding the
-raster as JPEG through Pillow (libjpeg-turbo) ~10 ms, as PNG ~70–100 ms, and as JPEG through
-MuPDF's own writer ~130–150 ms. Hence JPEG through Pillow by default, and PNG through MuPDF,
-whose PNGs are the smaller of the two at the same speed.
+On a 150-dpi A4 page (``bench/bench_pdf_render.py``), rasterising takes ~7 ms, encoding the
+raster as JPEG through simplejpeg (libjpeg-turbo, from a zero-copy view of the pixmap) ~5.4 ms,
+through Pillow ~8 ms (with its unpack), as PNG ~70–100 ms, and as JPEG through MuPDF's own
+writer ~130–150 ms. Hence JPEG through simplejpeg by default, and PNG through MuPDF, whose PNGs
+are the smaller of the two at the same speed.
 
 PyMuPDF is not thread-safe: call these functions from one thread at a time, and use
-:class:`PageRenderer` with several processes for parallelism. Within a process, encoding page k
-on a thread while MuPDF rasterises page k+1 gains nothing: with PyMuPDF 2.0 and Pillow 13 both
-``get_pixmap`` and Pillow's JPEG encoder hold the GIL throughout (measured: two threads encoding
-JPEG run at 0.9-1.0x one thread, and such a pipeline at 1.0x the serial one). So a page costs
-rasterising + unpacking into Pillow (~2 ms: Pillow keeps RGB as 4 bytes a pixel, so even
-``frombuffer`` copies) + encoding, one after the other. Rendering into a white RGBA pixmap that
-Pillow maps without a copy (as ``RGBX``) was measured too: MuPDF rasterises with alpha ~30 %
-slower than the copy saves.
+:class:`PageRenderer` with several processes for parallelism. ``get_pixmap`` holds the GIL, but
+simplejpeg releases it while encoding, so :class:`PageRenderer` (in-process and in each worker)
+encodes page k on one encoder thread while MuPDF rasterises page k+1 (``tasks/pdf_encoding.py``).
 
 PyMuPDF is imported on first use, not with this module, and without its optional extras:
 ``import pymupdf`` 2.0 otherwise also imports its layout module and pymupdf4llm, which load
@@ -32,7 +28,6 @@ stays at ~210 MiB instead of ~340 MiB, at no measurable cost in speed on text an
 
 from __future__ import annotations
 
-import io
 import multiprocessing
 import os
 import sys
@@ -42,17 +37,12 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
+from itertools import islice
 from types import ModuleType, TracebackType
 from typing import TYPE_CHECKING, Any, Literal, cast
 
-from PIL import Image
-
-from tasks.images import (
-    MAX_INLINE_BASE64_BYTES,
-    PreparationError,
-    PreparedImage,
-    base64_length,
-)
+from tasks.images import MAX_INLINE_BASE64_BYTES, PreparationError, PreparedImage
+from tasks.pdf_encoding import OverlappedEncoder, Raster, jpeg_page, raster
 
 if TYPE_CHECKING:
     from tasks.settings import EmbeddingSettings
@@ -62,6 +52,9 @@ _PageFormat = Literal["jpeg", "png"]
 _POINTS_PER_INCH = 72.0
 # After each page the store is shrunk to this share of its size (see the module docstring).
 _STORE_KEEP_PERCENT_AFTER_PAGE = 50
+# Pages a worker process renders per task: within a task it overlaps encoding page k with
+# rasterising page k+1, so the last page of a task is the only one encoded without overlap.
+_PAGES_PER_TASK = 2
 _import_lock = threading.Lock()
 # Imported by `import pymupdf` when installed; both load onnxruntime, which rendering never uses.
 _OPTIONAL_EXTRAS = ("pymupdf.layout", "pymupdf4llm")
@@ -107,12 +100,14 @@ def rendered_page(
 class PageRenderer:
     """Renders many (path, page) pairs with a pool of processes, as settings say.
 
-    ``processes=1`` renders in the calling process. Otherwise a pool of ``processes`` worker
-    processes (started with ``spawn``: the caller may be a threaded Prefect worker, where
-    ``fork`` is unsafe) renders at most ``2 × processes`` pages ahead of the consumer. Each
-    worker keeps its last document open, so consecutive pages of one PDF open it once per
-    worker. A page that kills its worker process (a MuPDF crash) fails alone with
-    ``pdf_page_failed``; the pool is restarted and the other pages are rendered again.
+    ``processes=1`` renders in the calling process, one page ahead of the consumer: JPEG page
+    k is encoded on a thread while page k+1 is rasterised. Otherwise a pool of ``processes``
+    worker processes (started with ``spawn``: the caller may be a threaded Prefect worker, where
+    ``fork`` is unsafe) renders tasks of up to ``_PAGES_PER_TASK`` consecutive pages, each
+    overlapped the same way, at most ``2 × processes`` tasks ahead of the consumer. Each worker
+    keeps its last document open, so consecutive pages of one PDF open it once per worker. A
+    page that kills its worker process (a MuPDF crash) fails alone with ``pdf_page_failed``;
+    the pool is restarted and the other pages are rendered again.
 
     Use it as a context manager, or call :meth:`close`. Not thread-safe: one consumer at a time.
     """
@@ -128,6 +123,7 @@ class PageRenderer:
             max_side_px=settings.max_image_side_px,
         )
         self._local = _DocumentRenderer(self._options) if processes == 1 else None
+        self._encoder: OverlappedEncoder[tuple[str, int]] = OverlappedEncoder()
         self._executor: ProcessPoolExecutor | None = None
         self._closed = False
 
@@ -144,8 +140,8 @@ class PageRenderer:
 
     @property
     def pages_in_flight_limit(self) -> int:
-        """The most pages rendered ahead of the consumer (0 when rendering in-process)."""
-        return 0 if self._local is not None else 2 * self._processes
+        """The most pages rendered ahead of the consumer."""
+        return 1 if self._local is not None else 2 * self._processes * _PAGES_PER_TASK
 
     def render(self, pages: Iterable[tuple[str, int]]) -> Iterator[tuple[str, int, PageResult]]:
         """``(path, page, result)`` for each ``(path, page)`` of ``pages``, in the same order.
@@ -157,8 +153,9 @@ class PageRenderer:
         if self._closed:
             raise RuntimeError("this PageRenderer is closed")
         if self._local is not None:
-            for path, page in pages:
-                yield path, page, _page_result(self._local, path, page)
+            staged = (((path, page), _staged(self._local, path, page)) for path, page in pages)
+            for (path, page), result in self._encoder.results(staged):
+                yield path, page, result
             return
         yield from self._pooled(iter(pages))
 
@@ -167,55 +164,56 @@ class PageRenderer:
         self._closed = True
         if self._local is not None:
             self._local.close()
+        self._encoder.close()
         self._discard_pool()
 
     @staticmethod
-    def _worker_function(path: str, page: int) -> PageResult:
-        """What a worker process runs for one page (tests replace it with one that crashes)."""
-        return _render_in_worker(path, page)
+    def _worker_function(pages: list[tuple[str, int]]) -> list[PageResult]:
+        """What a worker process runs for a task (tests replace it with one that crashes)."""
+        return _render_in_worker(pages)
 
     def _pooled(self, source: Iterator[tuple[str, int]]) -> Iterator[tuple[str, int, PageResult]]:
-        pending: deque[tuple[str, int, Future[PageResult]]] = deque()
+        pending: deque[tuple[list[tuple[str, int]], Future[list[PageResult]]]] = deque()
         try:
             while True:
                 while len(pending) < 2 * self._processes:
-                    item = next(source, None)
-                    if item is None:
+                    task = list(islice(source, _PAGES_PER_TASK))
+                    if not task:
                         break
-                    path, page = item
-                    pending.append((path, page, self._submitted(path, page)))
+                    pending.append((task, self._submitted(task)))
                 if not pending:
                     return
-                path, page, future = pending.popleft()
+                task, future = pending.popleft()
                 try:
-                    result = future.result()
+                    results = future.result()
                 except BrokenProcessPool:
                     # Some page in flight killed a worker, and every future in flight failed
                     # with it. Render those pages one at a time to find the culprit.
-                    suspects = [(path, page), *((p, n) for p, n, _ in pending)]
+                    suspects = [*task, *(item for later, _ in pending for item in later)]
                     pending.clear()
                     self._discard_pool()
                     for suspect_path, suspect_page in suspects:
                         yield suspect_path, suspect_page, self._isolated(suspect_path, suspect_page)
                     continue
-                yield path, page, result
+                for (path, page), result in zip(task, results, strict=True):
+                    yield path, page, result
         finally:
-            for _, _, future in pending:
+            for _, future in pending:
                 future.cancel()
 
-    def _submitted(self, path: str, page: int) -> Future[PageResult]:
+    def _submitted(self, task: list[tuple[str, int]]) -> Future[list[PageResult]]:
         try:
-            return self._pool().submit(self._worker_function, path, page)
+            return self._pool().submit(self._worker_function, task)
         except BrokenProcessPool as err:
             # The pool broke while earlier pages were in flight; the head of the queue will
-            # notice and isolate this page along with them.
-            failed: Future[PageResult] = Future()
+            # notice and isolate these pages along with them.
+            failed: Future[list[PageResult]] = Future()
             failed.set_exception(err)
             return failed
 
     def _isolated(self, path: str, page: int) -> PageResult:
         try:
-            return self._pool().submit(self._worker_function, path, page).result()
+            return self._pool().submit(self._worker_function, [(path, page)]).result()[0]
         except BrokenProcessPool:
             self._discard_pool()
             return PreparationError(
@@ -258,6 +256,13 @@ class _DocumentRenderer:
         self._document: Any = None
 
     def page_image(self, path: str, page: int) -> PreparedImage:
+        staged = self.page_raster(path, page)
+        if isinstance(staged, Raster):
+            return jpeg_page(staged.pixels, staged.quality, staged.page)
+        return staged
+
+    def page_raster(self, path: str, page: int) -> PreparedImage | Raster:
+        """The page as a finished PNG, or as a raster to encode as JPEG (on any thread)."""
         # The key includes the file's identity and mtime: a path rewritten with a new version
         # must not be rendered from the stale copy held open.
         stat = os.stat(path)
@@ -267,7 +272,7 @@ class _DocumentRenderer:
             self._document = _opened_document(self._fitz, path)
             self._key = key
         try:
-            return _page_image(self._fitz, self._document, page, self._options)
+            return _page_raster(self._fitz, self._document, page, self._options)
         finally:
             # store_shrink takes the share to free.
             self._fitz.TOOLS.store_shrink(100 - _STORE_KEEP_PERCENT_AFTER_PAGE)
@@ -327,9 +332,9 @@ def _document_problem(fitz: ModuleType, document: Any) -> PreparationError | Non
     return None
 
 
-def _page_image(
+def _page_raster(
     fitz: ModuleType, document: Any, page: int, options: _RenderOptions
-) -> PreparedImage:
+) -> PreparedImage | Raster:
     count = document.page_count
     if not 1 <= page <= count:
         raise PreparationError(
@@ -354,43 +359,18 @@ def _page_image(
             f"Page {page} could not be rendered ({err}: {_mupdf_warnings(fitz)}).",
         ) from err
     _mupdf_warnings(fitz)
-    return _encoded_pixmap(pixmap, page, options)
-
-
-def _encoded_pixmap(pixmap: Any, page: int, options: _RenderOptions) -> PreparedImage:
     if options.image_format == "png":
         png = PreparedImage(pixmap.tobytes("png"), "png", pixmap.width, pixmap.height)
         if png.base64_length <= MAX_INLINE_BASE64_BYTES:
             return png
-    # alpha=False gives packed RGB rows; Pillow unpacks them from MuPDF's buffer without an
-    # intermediate bytes copy (its own RGBX layout is one copy, which no API avoids for RGB).
-    pixels = Image.frombuffer(
-        "RGB", (pixmap.width, pixmap.height), pixmap.samples_mv, "raw", "RGB", pixmap.stride, 1
-    )
-    jpeg = _jpeg(pixels, options.jpeg_quality)
-    if base64_length(len(jpeg.data)) > MAX_INLINE_BASE64_BYTES:
-        raise PreparationError(
-            "pdf_page_failed",
-            f"Page {page} is {jpeg.base64_length:,} base64 characters even as JPEG, over Nova's "
-            "inline limit; lower pdf_dpi or max_image_side_px.",
-        )
-    return jpeg
+    # PNG over the inline limit: sent as JPEG instead.
+    return raster(pixmap, page, options.jpeg_quality)
 
 
-def _jpeg(pixels: Image.Image, quality: int) -> PreparedImage:
-    """``pixels`` as a baseline JPEG with 4:2:0 chroma and no Huffman optimisation: Pillow's
-    defaults, spelled out because they are the fast choice (4:4:4 costs ~1.5x the time and 12 %
-    more bytes; optimised Huffman tables ~1.8x the time for ~8 % fewer). Pages stay legible:
-    ~38 dB PSNR against the lossless raster at q85 (``bench/bench_pdf_render.py``)."""
-    buffer = io.BytesIO()
-    pixels.save(buffer, format="JPEG", quality=quality, subsampling="4:2:0", optimize=False)
-    width, height = pixels.size
-    return PreparedImage(buffer.getvalue(), "jpeg", width, height)
-
-
-def _page_result(renderer: _DocumentRenderer, path: str, page: int) -> PageResult:
+def _staged(renderer: _DocumentRenderer, path: str, page: int) -> PageResult | Raster:
+    """The page rasterised (or its PNG, or the error that says why it has neither)."""
     try:
-        return renderer.page_image(path, page)
+        return renderer.page_raster(path, page)
     except PreparationError as err:
         return err
     except OSError as err:
@@ -426,8 +406,9 @@ def pymupdf_module() -> ModuleType:
     return pymupdf
 
 
-# Worker-process side. One renderer per process, made by the pool's initializer.
+# Worker-process side. One renderer and encoder thread per process, made by the initializer.
 _worker_renderer: _DocumentRenderer | None = None
+_worker_encoder: OverlappedEncoder[tuple[str, int]] = OverlappedEncoder()
 
 
 def _start_worker(options: _RenderOptions) -> None:
@@ -440,7 +421,9 @@ def _start_worker(options: _RenderOptions) -> None:
     _worker_renderer = _DocumentRenderer(options)
 
 
-def _render_in_worker(path: str, page: int) -> PageResult:
-    if _worker_renderer is None:
+def _render_in_worker(pages: list[tuple[str, int]]) -> list[PageResult]:
+    renderer = _worker_renderer
+    if renderer is None:
         raise RuntimeError("worker started without _start_worker")
-    return _page_result(_worker_renderer, path, page)
+    staged = (((path, page), _staged(renderer, path, page)) for path, page in pages)
+    return [result for _, result in _worker_encoder.results(staged)]

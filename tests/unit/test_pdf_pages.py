@@ -109,11 +109,11 @@ def render(path: Path, page: int, **options: object) -> PreparedImage:
     return rendered_page(str(path), page, **arguments)
 
 
-def crash_on_page(path: str, page: int) -> object:
+def crash_on_page(pages: list[tuple[str, int]]) -> object:
     """Stands in for the worker function: dies like a MuPDF segfault on one page."""
-    if page == CRASHING_PAGE:
+    if any(page == CRASHING_PAGE for _, page in pages):
         os._exit(70)
-    return _render_in_worker(path, page)
+    return _render_in_worker(pages)
 
 
 class CrashingRenderer(PageRenderer):
@@ -268,7 +268,7 @@ def test_pages_are_read_lazily(pdfs: dict[str, Path], processes: int) -> None:
             assert consumed <= yielded + renderer.pages_in_flight_limit
         stream.close()
 
-    assert renderer.pages_in_flight_limit == (0 if processes == 1 else 4)
+    assert renderer.pages_in_flight_limit == (1 if processes == 1 else 8)
     assert consumed < 18
 
 
@@ -301,3 +301,85 @@ def test_jpeg_pages_are_baseline_with_half_resolution_chroma(pdfs: dict[str, Pat
     with Image.open(io.BytesIO(page.data)) as image:
         assert JpegImagePlugin.get_sampling(image) == 2  # 4:2:0
         assert not image.info.get("progressive")
+
+
+def overlap_pages(pdfs: dict[str, Path]) -> list[tuple[str, int]]:
+    """More pages than one encoder and one task hold, with errors between and at both ends."""
+    report, corrupt = str(pdfs["report"]), str(pdfs["corrupt"])
+    numbers = [1, 2, 3, 4, 5, 6, 6, 5, 4, 3, 2, 1]
+    return [(corrupt, 1), *((report, number) for number in numbers), (report, 0), (report, 7)]
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_overlapped_encoding_keeps_order_and_errors_in_place(
+    pdfs: dict[str, Path], processes: int
+) -> None:
+    pages = overlap_pages(pdfs)
+
+    with PageRenderer(processes, SETTINGS) as renderer:
+        results = list(renderer.render(pages))
+
+    assert [(path, page) for path, page, _ in results] == pages
+    outcomes = [outcome(result) for _, _, result in results]
+    assert outcomes[0] == "pdf_corrupt"
+    assert outcomes[-2:] == ["pdf_page_failed", "pdf_page_failed"]
+    # Each image is its own page's, byte for byte as rendered alone, without any overlap.
+    for (path, page), image in zip(pages[1:-2], outcomes[1:-2], strict=True):
+        assert image == render(Path(path), page, max_side_px=1000)
+
+
+def test_encoding_errors_come_back_in_order(
+    pdfs: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An inline limit between the pages' JPEG sizes fails the larger ones on the encoder
+    # thread; each failure must stay with its page.
+    sizes = {n: len(render(pdfs["report"], n, dpi=150).data) for n in (1, 2, 3)}
+    limit = sorted(sizes.values())[1]
+    monkeypatch.setattr("tasks.pdf_encoding.MAX_INLINE_BASE64_BYTES", limit * 4 // 3 + 4)
+    settings = EmbeddingSettings(pdf_dpi=150, max_image_side_px=4096)
+    pages = [(str(pdfs["report"]), n) for n in (1, 2, 3, 3, 2, 1)]
+
+    with PageRenderer(1, settings) as renderer:
+        results = [outcome(result) for _, _, result in renderer.render(pages)]
+
+    assert "pdf_page_failed" in results
+    for (_, page), result in zip(pages, results, strict=True):
+        if sizes[page] > limit:
+            assert result == "pdf_page_failed"
+        else:
+            assert isinstance(result, PreparedImage)
+            assert len(result.data) == sizes[page]
+
+
+def test_pages_are_identical_between_one_and_two_processes(pdfs: dict[str, Path]) -> None:
+    pages = overlap_pages(pdfs) * 2
+
+    with PageRenderer(1, SETTINGS) as one, PageRenderer(2, SETTINGS) as two:
+        in_process = [outcome(result) for _, _, result in one.render(pages)]
+        pooled = [outcome(result) for _, _, result in two.render(pages)]
+
+    assert pooled == in_process
+    assert sum(isinstance(result, PreparedImage) for result in pooled) == 24
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_jpeg_pages_decode_with_pillow_and_stay_legible(
+    pdfs: dict[str, Path], processes: int
+) -> None:
+    settings = EmbeddingSettings(pdf_dpi=150, pdf_image_format="jpeg", pdf_jpeg_quality=85)
+    pages = [(str(pdfs["report"]), number) for number in (1, 4, 6)]
+
+    with PageRenderer(processes, settings) as renderer:
+        results = list(renderer.render(pages))
+
+    document = fitz.open(pdfs["report"])
+    for _, number, page in results:
+        assert isinstance(page, PreparedImage)
+        assert page.image_format == "jpeg"
+        exact = document[number - 1].get_pixmap(dpi=150)
+        raster = np.frombuffer(exact.samples, np.uint8).reshape(exact.height, exact.width, 3)
+        with Image.open(io.BytesIO(page.data)) as image:
+            assert (image.format, image.size) == ("JPEG", (page.width, page.height))
+            decoded = np.asarray(image.convert("RGB"), np.float64)
+        mse = float(np.mean((decoded - raster) ** 2))
+        assert 10 * np.log10(255**2 / mse) >= 35
