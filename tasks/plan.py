@@ -39,6 +39,7 @@ class StateEntry:
     keys: tuple[str, ...]
     status: str = "complete"
     modality: str = ""
+    metadata_json: str = "{}"
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,9 @@ def item_change(item: Item, previous: StateEntry | None, config_hash: str) -> tu
         return "changed", "content changed"
     if previous.config_hash != config_hash:
         return "changed", f"embedding settings changed ({previous.config_hash} → {config_hash})"
+    if previous.metadata_json != item.metadata_json:
+        # Vectors carry the item's metadata, so they are written again with the new one.
+        return "changed", "metadata changed"
     if previous.status == "quarantined":
         return "unchanged", "quarantined earlier; skipped until the file changes"
     return "unchanged", "same content and settings"
@@ -284,6 +288,7 @@ def write_state(
             "config_hash": entry.config_hash,
             "keys": list(entry.keys),
             "modality": entry.modality,
+            "metadata_json": entry.metadata_json,
             "status": entry.status,
         }
         for entry in sorted(entries, key=lambda e: e.item_id)

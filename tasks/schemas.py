@@ -90,6 +90,7 @@ STATE = pa.schema(
         pa.field("config_hash", pa.string(), nullable=False),
         pa.field("keys", pa.list_(pa.string()), nullable=False),
         pa.field("modality", pa.string(), nullable=False),
+        pa.field("metadata_json", pa.string(), nullable=False),
         # complete: every unit is in the index; quarantined: some units failed through the
         # input's own fault and are skipped until the item changes.
         pa.field("status", pa.string(), nullable=False),

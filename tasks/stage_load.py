@@ -117,7 +117,9 @@ def committed_state(settings: NovaflowSettings, run_id: str) -> int:
     manifest = {
         row["item_id"]: row
         for row in _column_rows(
-            store, [store.manifest_path(run_id)], ["item_id", "uri", "fingerprint", "modality"]
+            store,
+            [store.manifest_path(run_id)],
+            ["item_id", "uri", "fingerprint", "modality", "metadata_json"],
         )
     }
     planned = _column_rows(store, [store.plan_path(run_id)], ["item_id", "change", "async_units"])
@@ -140,6 +142,7 @@ def committed_state(settings: NovaflowSettings, run_id: str) -> int:
             keys=tuple(sorted(embedded.get(item_id, []))),
             status="quarantined" if codes else "complete",
             modality=source["modality"],
+            metadata_json=source["metadata_json"],
         )
     # Items that failed planning through their own fault (corrupt, encrypted, empty …) have no
     # vectors; remembering them keeps an unchanged corpus from being planned again.
@@ -154,6 +157,7 @@ def committed_state(settings: NovaflowSettings, run_id: str) -> int:
                 (),
                 "quarantined",
                 source["modality"],
+                source["metadata_json"],
             )
     return write_state(store, index.vector_bucket, index.index, state.values())
 

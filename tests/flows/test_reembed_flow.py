@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from pathlib import Path
 from typing import Any
@@ -153,3 +154,30 @@ def test_shards_hold_a_global_concurrency_slot_when_one_is_named(
     assert summary.adds_up
     assert summary.shards > 1  # several shards went through one slot, one after another
     assert limit.active_slots == 0  # every slot taken was given back
+
+
+def test_a_metadata_edit_rewrites_that_items_vectors_with_the_new_metadata(
+    aws_environment: Emulator, corpus: DemoCorpus, tmp_path: Path
+) -> None:
+    settings = _settings(tmp_path)
+    _run(corpus, settings)
+    rows = [json.loads(line) for line in corpus.manifest.read_text().splitlines()]
+    edited = next(row for row in rows if row.get("id") == "pdf/jazz-history")
+    edited["metadata"] = {**edited.get("metadata", {}), "topic": "bebop"}
+    corpus.manifest.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    aws_environment.reset_stats()
+
+    second = _run(corpus, settings)
+
+    assert second.items["changed"] == 1
+    assert second.items["new"] == 0
+    client = aws_environment.client("s3vectors")
+    got = client.get_vectors(
+        vectorBucketName=settings.index.vector_bucket,
+        indexName=settings.index.index,
+        keys=["pdf/jazz-history#page=1"],
+        returnMetadata=True,
+    )["vectors"]
+    assert got[0]["metadata"]["topic"] == "bebop"
+    pages = len([k for k in _index_keys(client, settings) if k.startswith("pdf/jazz-history#")])
+    assert second.model_calls == pages
