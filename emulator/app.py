@@ -10,7 +10,8 @@ from __future__ import annotations
 import ipaddress
 import logging
 import socket
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,8 @@ class EmulatorSettings:
     bedrock_faults: tuple[Misbehaviour, ...] = ()
     s3vectors_faults: tuple[Misbehaviour, ...] = ()
     async_jobs: AsyncJobBehaviour = field(default_factory=AsyncJobBehaviour)
+    # The time source of S3 Vectors' write-rate limits; tests freeze it to make them exact.
+    vectors_clock: Callable[[], float] = time.monotonic
 
     def __post_init__(self) -> None:
         try:
@@ -124,6 +127,7 @@ class Emulator:
             account_id=settings.account_id,
             search=settings.search,
             enforce_write_limits=settings.enforce_write_limits,
+            clock=settings.vectors_clock,
         )
         self._bedrock_app = ServiceApp(
             "bedrock-runtime",

@@ -411,31 +411,50 @@ def test_nan_and_infinity_are_named_in_the_message(
 
 
 def drain_write_budget(client: BaseClient, index: IndexRef, rng: np.random.Generator) -> int:
-    """PutVectors of 500 vectors in a tight loop until one is throttled; returns how many were
-    accepted first. Fails if 20 puts (10,000 vectors) all pass."""
+    """PutVectors of 500 vectors until one is throttled; returns how many were accepted first.
+    Fails if 20 puts (10,000 vectors) all pass."""
     for put in range(20):
         try:
             client.put_vectors(**index.address(), vectors=random_batch(rng, 500, 4, f"p{put}"))
         except client.exceptions.TooManyRequestsException as error:
             assert_service_error(error, "TooManyRequestsException", 429, "Write rate exceeded")
             return put
-    pytest.fail("20 puts of 500 vectors in a tight loop were never throttled")
+    pytest.fail("20 puts of 500 vectors were never throttled")
 
 
-def test_write_limit_answers_429_and_refuses_the_whole_batch(stand_in: Emulator) -> None:
+@pytest.fixture
+def frozen_stand_in() -> Iterator[tuple[Emulator, list[float]]]:
+    """A stand-in of its own whose write-rate clock moves only when the test moves it."""
+    now = [1000.0]
+    with Emulator(EmulatorSettings(vectors_clock=lambda: now[0])) as running:
+        yield running, now
+
+
+def test_write_limit_answers_429_and_refuses_the_whole_batch(
+    frozen_stand_in: tuple[Emulator, list[float]],
+) -> None:
+    stand_in, now = frozen_stand_in
     single_attempt = stand_in.client(
         "s3vectors", retries={"mode": "standard", "total_max_attempts": 1}
     )
     index = create_index(single_attempt)
+    stand_in.reset_stats()
     accepted = drain_write_budget(single_attempt, index, np.random.default_rng(4))
-    assert accepted >= 5  # the first second's 2,500 vectors always fit
+    assert accepted == 5  # one second's worth: 2,500 vectors
     stats = stand_in.stats()["s3vectors"]
     assert stats["calls"]["PutVectors"] == accepted + 1
     assert stats["errors"]["PutVectors"] == {"TooManyRequestsException": 1}
     assert len(all_listed_keys(single_attempt, index)) == accepted * 500
+    now[0] += 0.2  # 500 vectors' worth of budget comes back
+    single_attempt.put_vectors(
+        **index.address(), vectors=random_batch(np.random.default_rng(6), 500, 4, "later")
+    )
 
 
-def test_standard_retry_mode_retries_the_write_limit_429(stand_in: Emulator) -> None:
+def test_standard_retry_mode_retries_the_write_limit_429(
+    frozen_stand_in: tuple[Emulator, list[float]],
+) -> None:
+    stand_in, _ = frozen_stand_in
     single_attempt = stand_in.client(
         "s3vectors", retries={"mode": "standard", "total_max_attempts": 1}
     )
@@ -444,24 +463,12 @@ def test_standard_retry_mode_retries_the_write_limit_429(stand_in: Emulator) -> 
     rng = np.random.default_rng(5)
     drain_write_budget(single_attempt, index, rng)
     stand_in.reset_stats()
-    client_calls = failed_calls = retry_attempts = 0
-    while retry_attempts == 0 and client_calls < 20:
-        client_calls += 1
-        try:
-            answer = retrying.put_vectors(
-                **index.address(), vectors=random_batch(rng, 500, 4, f"r{client_calls}")
-            )
-            retry_attempts += answer["ResponseMetadata"]["RetryAttempts"]
-        except retrying.exceptions.TooManyRequestsException as error:
-            failed_calls += 1
-            retry_attempts += error.response["ResponseMetadata"]["RetryAttempts"]
-    assert retry_attempts >= 1
+    with pytest.raises(retrying.exceptions.TooManyRequestsException) as raised:
+        retrying.put_vectors(**index.address(), vectors=random_batch(rng, 500, 4, "retried"))
+    assert raised.value.response["ResponseMetadata"]["RetryAttempts"] == 2
     stats = stand_in.stats()["s3vectors"]
-    # Every retry followed a 429, and only a call's last 429 reached the caller.
-    assert stats["calls"]["PutVectors"] == client_calls + retry_attempts
-    assert stats["errors"]["PutVectors"] == {
-        "TooManyRequestsException": retry_attempts + failed_calls
-    }
+    assert stats["calls"]["PutVectors"] == 3
+    assert stats["errors"]["PutVectors"] == {"TooManyRequestsException": 3}
 
 
 @pytest.fixture
