@@ -8,8 +8,9 @@ are the smaller of the two at the same speed.
 
 PyMuPDF is not thread-safe: call these functions from one thread at a time, and use
 :class:`PageRenderer` with several processes for parallelism. ``get_pixmap`` holds the GIL, but
-simplejpeg releases it while encoding, so :class:`PageRenderer` (in-process and in each worker)
-encodes page k on one encoder thread while MuPDF rasterises page k+1 (``tasks/pdf_encoding.py``).
+simplejpeg releases it while encoding, so :class:`PageRenderer` with one process encodes page k
+on one encoder thread while MuPDF rasterises page k+1 (``tasks/pdf_encoding.py``): that uses up to
+~1.7 of 2 cores. Pool workers render and encode on one thread each (see ``_render_in_worker``).
 
 PyMuPDF is imported on first use, not with this module, and without its optional extras:
 ``import pymupdf`` 2.0 otherwise also imports its layout module and pymupdf4llm, which load
@@ -52,8 +53,7 @@ _PageFormat = Literal["jpeg", "png"]
 _POINTS_PER_INCH = 72.0
 # After each page the store is shrunk to this share of its size (see the module docstring).
 _STORE_KEEP_PERCENT_AFTER_PAGE = 50
-# Pages a worker process renders per task: within a task it overlaps encoding page k with
-# rasterising page k+1, so the last page of a task is the only one encoded without overlap.
+# Pages a worker process renders per task (one after the other, each rasterised then encoded).
 _PAGES_PER_TASK = 2
 _import_lock = threading.Lock()
 # Imported by `import pymupdf` when installed; both load onnxruntime, which rendering never uses.
@@ -103,11 +103,12 @@ class PageRenderer:
     ``processes=1`` renders in the calling process, one page ahead of the consumer: JPEG page
     k is encoded on a thread while page k+1 is rasterised. Otherwise a pool of ``processes``
     worker processes (started with ``spawn``: the caller may be a threaded Prefect worker, where
-    ``fork`` is unsafe) renders tasks of up to ``_PAGES_PER_TASK`` consecutive pages, each
-    overlapped the same way, at most ``2 × processes`` tasks ahead of the consumer. Each worker
-    keeps its last document open, so consecutive pages of one PDF open it once per worker. A
-    page that kills its worker process (a MuPDF crash) fails alone with ``pdf_page_failed``;
-    the pool is restarted and the other pages are rendered again.
+    ``fork`` is unsafe) renders tasks of up to ``_PAGES_PER_TASK`` consecutive pages, without
+    an encoder thread (the workers already keep the cores busy), at most ``2 × processes``
+    tasks ahead of the consumer. Each worker keeps its last document open, so consecutive pages
+    of one PDF open it once per worker. A page that kills its worker process (a MuPDF crash)
+    fails alone with ``pdf_page_failed``; the pool is restarted and the other pages are
+    rendered again.
 
     Use it as a context manager, or call :meth:`close`. Not thread-safe: one consumer at a time.
     """
@@ -406,13 +407,18 @@ def pymupdf_module() -> ModuleType:
     return pymupdf
 
 
-# Worker-process side. One renderer and encoder thread per process, made by the initializer.
+# Worker-process side. One renderer per process, made by the initializer.
 _worker_renderer: _DocumentRenderer | None = None
-_worker_encoder: OverlappedEncoder[tuple[str, int]] = OverlappedEncoder()
+# glibc's mallopt parameters, and the values a worker sets (see _keep_large_buffers_mapped).
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+_WORKER_MMAP_THRESHOLD = 32 * 1024 * 1024  # glibc's largest allowed (HEAP_MAX_SIZE / 2)
+_WORKER_TRIM_THRESHOLD = 64 * 1024 * 1024
 
 
 def _start_worker(options: _RenderOptions) -> None:
     global _worker_renderer
+    _keep_large_buffers_mapped()
     fitz = pymupdf_module()
     # Failures come back as PreparationError messages; MuPDF's own stderr lines would only
     # repeat them, unattributed, in the worker's log.
@@ -421,9 +427,50 @@ def _start_worker(options: _RenderOptions) -> None:
     _worker_renderer = _DocumentRenderer(options)
 
 
+def _keep_large_buffers_mapped() -> None:
+    """Has glibc's malloc reuse the multi-megabyte buffers of each page instead of returning
+    them to the kernel: best effort, and only in worker processes, which this module owns.
+
+    Each page allocates a pixmap (6.5 MB at 150 dpi on A4) and the encoder's and the result's
+    buffers. In a pool worker glibc served these with fresh mmap()s and gave them back with
+    munmap() page after page, so the kernel faulted in and zeroed ~1,600 4-KiB memory pages
+    (6.5 MB) per PDF page: 5 ms of system time per page (of ~22), measured with 2 workers on 2
+    cores, against 0.7 ms and no faults with these thresholds. Pixmaps over 32 MiB (pages near
+    max_side_px on both sides) are still mapped and unmapped each time; up to 64 MiB of freed
+    heap stays with the process.
+    """
+    if sys.platform != "linux":
+        return
+    try:
+        import ctypes
+
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
+        return
+    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
+    mallopt.restype = ctypes.c_int
+    mallopt(_M_MMAP_THRESHOLD, _WORKER_MMAP_THRESHOLD)
+    mallopt(_M_TRIM_THRESHOLD, _WORKER_TRIM_THRESHOLD)
+
+
 def _render_in_worker(pages: list[tuple[str, int]]) -> list[PageResult]:
+    """The task's pages, rendered and encoded one after the other on this thread.
+
+    No encoder thread here, unlike in-process: with as many workers as cores, each core is
+    already busy with a worker's rasterisation, so overlapping encoding only oversubscribes
+    the cores (measured: 1,600 page faults per page with it, 500–800 without, at the same
+    speed or lower) and holds two pixmaps per worker instead of one.
+    """
     renderer = _worker_renderer
     if renderer is None:
         raise RuntimeError("worker started without _start_worker")
-    staged = (((path, page), _staged(renderer, path, page)) for path, page in pages)
-    return [result for _, result in _worker_encoder.results(staged)]
+    return [_encoded(_staged(renderer, path, page)) for path, page in pages]
+
+
+def _encoded(stage: PageResult | Raster) -> PageResult:
+    if not isinstance(stage, Raster):
+        return stage
+    try:
+        return jpeg_page(stage.pixels, stage.quality, stage.page)
+    except PreparationError as err:
+        return err

@@ -17,7 +17,9 @@ from PIL import Image, JpegImagePlugin
 from tasks.images import PreparationError, PreparedImage
 from tasks.pdf_pages import (
     PageRenderer,
+    _DocumentRenderer,
     _render_in_worker,
+    _RenderOptions,
     pdf_page_count,
     pymupdf_module,
     rendered_page,
@@ -341,7 +343,14 @@ def test_encoding_errors_come_back_in_order(
 
     with PageRenderer(1, settings) as renderer:
         results = [outcome(result) for _, _, result in renderer.render(pages)]
+    # A pool worker encodes on its own thread, without overlap: same results, same places.
+    options = _RenderOptions(150, "jpeg", 85, 4096)
+    worker_renderer = _DocumentRenderer(options)
+    monkeypatch.setattr("tasks.pdf_pages._worker_renderer", worker_renderer)
+    in_worker = [outcome(result) for result in _render_in_worker(pages)]
+    worker_renderer.close()
 
+    assert in_worker == results
     assert "pdf_page_failed" in results
     for (_, page), result in zip(pages, results, strict=True):
         if sizes[page] > limit:
