@@ -8,8 +8,11 @@ it; its failures and counters are written just before.
 
 from __future__ import annotations
 
+import atexit
 import json
+import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from functools import lru_cache
 from pathlib import Path
@@ -26,7 +29,7 @@ from tasks.pacing import Pacer
 from tasks.pdf_pages import PageRenderer
 from tasks.plan import failures_table, units_from_table
 from tasks.records import Failure, Unit, metadata_json
-from tasks.settings import NovaflowSettings
+from tasks.settings import EmbeddingSettings, NovaflowSettings
 from tasks.stage_plan import local_source
 from tasks.store import CheckpointStore
 from tasks.texts import decoded_text
@@ -53,6 +56,37 @@ def process_pacer(requests_per_second: float) -> Pacer:
     """The one pacer of this process for a rate: shards embedded side by side in one process
     share it, so together they stay under the rate instead of each taking all of it."""
     return Pacer(requests_per_second)
+
+
+_idle_renderers: list[tuple[tuple[int, str], PageRenderer]] = []
+_renderers_lock = threading.Lock()
+
+
+@contextmanager
+def borrowed_renderer(processes: int, settings: EmbeddingSettings) -> Iterator[PageRenderer]:
+    """A page renderer kept alive across shards: its worker processes take a second or two to
+    spawn, which a run of many shards would otherwise pay once per shard. Shards running side by
+    side each borrow their own; one that fails is closed rather than returned."""
+    key = (processes, settings.model_dump_json())
+    with _renderers_lock:
+        index = next((i for i, (k, _) in enumerate(_idle_renderers) if k == key), None)
+        renderer = _idle_renderers.pop(index)[1] if index is not None else None
+    if renderer is None:
+        renderer = PageRenderer(processes, settings)
+    try:
+        yield renderer
+    except BaseException:
+        renderer.close()
+        raise
+    with _renderers_lock:
+        _idle_renderers.append((key, renderer))
+
+
+@atexit.register
+def _close_idle_renderers() -> None:
+    with _renderers_lock:
+        while _idle_renderers:
+            _idle_renderers.pop()[1].close()
 
 
 @lru_cache(maxsize=8)
@@ -177,7 +211,7 @@ def embedded_shard(settings: NovaflowSettings, run_id: str, shard: int) -> Shard
     rows: list[dict[str, object]] = []
     failures: list[Failure] = []
     processes = min(throughput.render_processes, max(1, sum(u.kind == "pdf_page" for u in units)))
-    with PageRenderer(processes, settings.embedding) as renderer:
+    with borrowed_renderer(processes, settings.embedding) as renderer:
         for result in embedder.embed(_work(units, settings, renderer)):
             if isinstance(result, Failure):
                 unit = by_key.get(result.unit_key or "")
