@@ -89,8 +89,9 @@ def reembed(params: ReembedParameters) -> RunSummary:
     )
     outcomes: list[ShardOutcome] = []
     failed_shards: list[int] = []
+    shard_of = {id(future): shard for shard, future in enumerate(futures, start=1)}
     for done, future in enumerate(as_completed(futures), start=1):
-        shard = futures.index(future) + 1
+        shard = shard_of[id(future)]
         try:
             outcomes.append(future.result())
         except Exception as exc:  # the barrier's decision: quarantine the shard, keep the rest

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import pyarrow as pa
 
@@ -166,6 +166,19 @@ class PlanTotals:
         self.async_units += len(plan.async_units)
         self.keys_to_delete += len(plan.keys_to_delete)
         self.estimated_cost_usd += plan.estimated_cost_usd
+
+    @classmethod
+    def from_json(cls, document: dict[str, Any]) -> PlanTotals:
+        """The totals ``to_json`` wrote."""
+        return cls(
+            items=dict(document["items"]),
+            units_to_embed=int(document["units_to_embed"]),
+            async_units=int(document["async_units"]),
+            keys_to_delete=int(document["keys_to_delete"]),
+            failures=int(document["failures"]),
+            shards=int(document["shards"]),
+            estimated_cost_usd=float(document["estimated_cost_usd"]),
+        )
 
     def to_json(self) -> dict[str, object]:
         """A JSON-ready copy."""

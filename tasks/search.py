@@ -10,9 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from tasks.aws_clients import bedrock_runtime_client, s3vectors_client
-from tasks.images import prepared_image
-from tasks.media_info import media_facts
 from tasks.nova_requests import Payload, invoke_model_body, parsed_embeddings, query_purpose
+from tasks.payloads import image_file_payload, media_file_payload
 from tasks.plan import read_state
 from tasks.records import MODALITIES
 from tasks.settings import NovaflowSettings
@@ -46,23 +45,16 @@ class SearchHit:
         return "  ".join(parts)
 
 
-def query_payload(text: str | None, file: Path | None) -> Payload:
-    """The embedding input for a text query or a query file (image, audio or video)."""
+def query_payload(text: str | None, file: Path | None, max_image_side_px: int) -> Payload:
+    """The embedding input for a text query or a query file (image, audio or video); images
+    are prepared as the indexed ones were."""
     if text is not None:
         return Payload(kind="text", text=text)
     assert file is not None
     suffix = file.suffix.lower()
     if suffix in _IMAGE_SUFFIXES:
-        image = prepared_image(file.read_bytes(), 4096)
-        return Payload(
-            kind="image",
-            data=image.data,
-            media_format=image.image_format,
-            detail_level="STANDARD_IMAGE",
-        )
-    kind = "audio" if suffix in _AUDIO_SUFFIXES else "video"
-    facts = media_facts(str(file), kind)
-    return Payload(kind=kind, data=file.read_bytes(), media_format=facts.nova_format)
+        return image_file_payload(file, max_image_side_px)
+    return media_file_payload(file, "audio" if suffix in _AUDIO_SUFFIXES else "video")
 
 
 def search_index(
@@ -76,7 +68,11 @@ def search_index(
     store = CheckpointStore(settings.store)
     state = read_state(store, settings.index.vector_bucket, settings.index.index)
     held = {entry.modality for entry in state.values() if entry.keys} or set(MODALITIES)
-    body = invoke_model_body(query_payload(text, file), settings.embedding, query_purpose(held))
+    body = invoke_model_body(
+        query_payload(text, file, settings.embedding.max_image_side_px),
+        settings.embedding,
+        query_purpose(held),
+    )
     response = bedrock_runtime_client(1).invoke_model(
         modelId=settings.embedding.model_id,
         body=json.dumps(body),

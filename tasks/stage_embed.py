@@ -22,10 +22,10 @@ import pyarrow as pa
 from tasks import schemas
 from tasks.aws_clients import bedrock_runtime_client
 from tasks.embedder import EmbeddedUnit, Embedder
-from tasks.images import PreparationError, prepared_image
-from tasks.media_info import media_facts
+from tasks.images import PreparationError, PreparedImage
 from tasks.nova_requests import Payload
 from tasks.pacing import Pacer
+from tasks.payloads import image_file_payload, image_payload, media_file_payload
 from tasks.pdf_pages import PageRenderer
 from tasks.plan import failures_table, units_from_table
 from tasks.records import Failure, Unit, metadata_json
@@ -100,17 +100,9 @@ def _payload_of(unit: Unit, local: Path, settings: NovaflowSettings) -> Payload:
         text = _text_of(str(local), unit.encoding)
         return Payload(kind="text", text=text[unit.char_start : unit.char_end])
     if unit.kind == "image":
-        image = prepared_image(local.read_bytes(), settings.embedding.max_image_side_px)
-        return Payload(
-            kind="image",
-            data=image.data,
-            media_format=image.image_format,
-            detail_level="STANDARD_IMAGE",
-        )
-    facts = media_facts(str(local), unit.kind)  # type: ignore[arg-type]
-    if unit.uri.startswith("s3://"):
-        return Payload(kind=unit.kind, s3_uri=unit.uri, media_format=facts.nova_format)  # type: ignore[arg-type]
-    return Payload(kind=unit.kind, data=local.read_bytes(), media_format=facts.nova_format)  # type: ignore[arg-type]
+        return image_file_payload(local, settings.embedding.max_image_side_px)
+    s3_uri = unit.uri if unit.uri.startswith("s3://") else None
+    return media_file_payload(local, unit.kind, s3_uri)  # type: ignore[arg-type]
 
 
 def _work(units: list[Unit], settings: NovaflowSettings, renderer: PageRenderer) -> Iterator[Work]:
@@ -128,15 +120,10 @@ def _work(units: list[Unit], settings: NovaflowSettings, renderer: PageRenderer)
     rendered = renderer.render((str(local_of(unit)), unit.page or 1) for unit in pages)
     for unit, (_, _, image) in zip(pages, rendered, strict=True):
 
-        def page_payload(image: object = image) -> Payload:
+        def page_payload(image: PreparedImage | PreparationError = image) -> Payload:
             if isinstance(image, PreparationError):
                 raise image
-            return Payload(
-                kind="image",
-                data=image.data,
-                media_format=image.image_format,  # type: ignore[attr-defined]
-                detail_level="DOCUMENT_IMAGE",
-            )
+            return image_payload(image, "DOCUMENT_IMAGE")
 
         yield unit.key, unit.item_id, page_payload
     for unit in others:

@@ -113,7 +113,7 @@ def planned_run(
     store = CheckpointStore(settings.store)
     totals_path = store.path("runs", run_id, "plan-totals.json")
     if store.exists(totals_path):
-        return _totals_from_json(json.loads(store.read_text(totals_path)))
+        return PlanTotals.from_json(json.loads(store.read_text(totals_path)))
     state = read_state(store, settings.index.vector_bucket, settings.index.index)
     plans = planned_items(
         _recorded(store, run_id, _items_of(source)),
@@ -137,13 +137,4 @@ def planned_run(
     totals.failures += manifest_failures
     # Written last: its presence means the whole plan is on disk.
     store.write_text(totals_path, json.dumps(totals.to_json(), indent=2))
-    return totals
-
-
-def _totals_from_json(document: dict[str, object]) -> PlanTotals:
-    totals = PlanTotals()
-    totals.items = dict(document["items"])  # type: ignore[arg-type]
-    for name in ("units_to_embed", "async_units", "keys_to_delete", "failures", "shards"):
-        setattr(totals, name, int(document[name]))  # type: ignore[arg-type]
-    totals.estimated_cost_usd = float(document["estimated_cost_usd"])  # type: ignore[arg-type]
     return totals

@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import pyarrow as pa
@@ -28,9 +29,11 @@ class CheckpointStore:
     @property
     def filesystem(self) -> pafs.FileSystem:
         """The pyarrow filesystem behind ``root``."""
-        return self._resolved()[0]
+        return self._resolved[0]
 
+    @cached_property
     def _resolved(self) -> tuple[pafs.FileSystem, str]:
+        # Resolved once per store: from_uri builds a filesystem (an S3 client for s3://).
         filesystem, base = pafs.FileSystem.from_uri(self._absolute_root())
         return filesystem, base.rstrip("/")
 
@@ -44,7 +47,7 @@ class CheckpointStore:
 
     def path(self, *parts: str) -> str:
         """The filesystem path of ``parts`` below the root."""
-        return "/".join([self._resolved()[1], *parts])
+        return "/".join([self._resolved[1], *parts])
 
     # -- the catalogue -------------------------------------------------------------------------
 
@@ -102,40 +105,41 @@ class CheckpointStore:
         """Whether a file exists at ``path``."""
         return self.filesystem.get_file_info(path).type == pafs.FileType.File
 
-    def write_table(self, path: str, table: pa.Table) -> None:
-        """Write ``table`` to ``path`` atomically (zstd-compressed Parquet)."""
+    @contextmanager
+    def _atomic_target(self, path: str) -> Iterator[str]:
+        """A name to write ``path``'s content under: a temporary one beside it, renamed into
+        place when the ``with`` block succeeds and removed when it fails; on S3, where a single
+        PUT is already atomic and a rename would be a copy, ``path`` itself."""
         filesystem = self.filesystem
-        directory = path.rsplit("/", 1)[0]
+        directory, name = path.rsplit("/", 1)
         filesystem.create_dir(directory, recursive=True)
         if self._is_s3():
-            pq.write_table(table, path, filesystem=filesystem, compression="zstd")
+            yield path
             return
-        temporary = f"{directory}/.tmp-{uuid.uuid4().hex}-{path.rsplit('/', 1)[1]}"
+        temporary = f"{directory}/.tmp-{uuid.uuid4().hex}-{name}"
         try:
-            pq.write_table(table, temporary, filesystem=filesystem, compression="zstd")
+            yield temporary
             filesystem.move(temporary, path)
         finally:
             if filesystem.get_file_info(temporary).type == pafs.FileType.File:
                 filesystem.delete_file(temporary)
 
+    def write_table(self, path: str, table: pa.Table) -> None:
+        """Write ``table`` to ``path`` atomically (zstd-compressed Parquet)."""
+        with self._atomic_target(path) as target:
+            pq.write_table(table, target, filesystem=self.filesystem, compression="zstd")
+
     @contextmanager
     def table_writer(self, path: str, schema: pa.Schema) -> Iterator[pq.ParquetWriter]:
         """A Parquet writer for streaming batches to ``path``; the file appears (atomically)
         only when the ``with`` block ends without an exception."""
-        filesystem = self.filesystem
-        directory = path.rsplit("/", 1)[0]
-        filesystem.create_dir(directory, recursive=True)
-        target = path if self._is_s3() else f"{directory}/.tmp-{uuid.uuid4().hex}"
-        try:
-            with pq.ParquetWriter(
-                target, schema, filesystem=filesystem, compression="zstd"
-            ) as writer:
-                yield writer
-            if target != path:
-                filesystem.move(target, path)
-        finally:
-            if target != path and filesystem.get_file_info(target).type == pafs.FileType.File:
-                filesystem.delete_file(target)
+        with (
+            self._atomic_target(path) as target,
+            pq.ParquetWriter(
+                target, schema, filesystem=self.filesystem, compression="zstd"
+            ) as writer,
+        ):
+            yield writer
 
     def read_table(self, path: str, schema: pa.Schema | None = None) -> pa.Table:
         """Read the Parquet file at ``path``; with ``schema``, check it holds those columns."""
@@ -149,14 +153,11 @@ class CheckpointStore:
 
     def write_text(self, path: str, text: str) -> None:
         """Write a small text file (JSON, Markdown) atomically."""
-        filesystem = self.filesystem
-        directory = path.rsplit("/", 1)[0]
-        filesystem.create_dir(directory, recursive=True)
-        target = path if self._is_s3() else f"{directory}/.tmp-{uuid.uuid4().hex}"
-        with filesystem.open_output_stream(target) as stream:
+        with (
+            self._atomic_target(path) as target,
+            self.filesystem.open_output_stream(target) as stream,
+        ):
             stream.write(text.encode())
-        if target != path:
-            filesystem.move(target, path)
 
     def read_text(self, path: str) -> str:
         """Read a small text file."""
