@@ -1,35 +1,49 @@
 """The re-embedding flow: corpus → plan → shards embedded in parallel → index → state → summary.
 
-    plan-run ──► embed-shard × N (bounded) ──barrier──► load-index ──► commit-state ──► summary
+    plan-run ─┬─► embed-shard × N (bounded) ──┬─barrier──► load-index ──► commit-state ──► summary
+              └─► embed-async (one task: every job) ┘
 
 Run it with ``novaflow run`` or deploy it (see ``deployments/``). A run restarted with the same
-``run_id`` reuses its plan and skips the shards already checkpointed.
+``run_id`` reuses its plan, skips the shards already checkpointed and polls the async jobs its
+ledger already has instead of submitting them again.
 """
 
 from __future__ import annotations
 
 import sys
 import time
+from collections import deque
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from secrets import token_hex
 
-from prefect import flow, get_run_logger, unmapped
+from prefect import flow, get_run_logger
 from prefect.artifacts import (
     create_markdown_artifact,
     create_progress_artifact,
     update_progress_artifact,
 )
-from prefect.futures import as_completed
+from prefect.futures import PrefectFuture, as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from tasks.prefect_tasks import commit_state, embed_shard, gather_failures, load_index, plan_run
+from tasks.async_jobs import AsyncOutcome
+from tasks.prefect_tasks import (
+    commit_state,
+    embed_async,
+    embed_shard,
+    gather_failures,
+    load_index,
+    plan_run,
+)
 from tasks.settings import NovaflowSettings
+from tasks.stage_async import quarantined_async_units
 from tasks.stage_embed import ShardOutcome, quarantined_shard
 from tasks.stage_plan import CorpusSource
 from tasks.summary import RunSummary, run_summary, summary_lines, summary_markdown
 
 SHARDS_IN_PARALLEL = 2  # each shard already runs `throughput.concurrency` model calls at once
+ASYNC_STAGES = 1  # the one task that submits and polls every async job of the run
 
 
 def new_run_id() -> str:
@@ -67,9 +81,24 @@ def _show_progress(done: int, total: int) -> None:
         )
 
 
+def _shards_as_completed(
+    settings: NovaflowSettings, run_id: str, shards: int
+) -> Iterator[tuple[int, PrefectFuture[ShardOutcome]]]:
+    """Submit the shards ``SHARDS_IN_PARALLEL`` at a time (the async stage holds a worker of
+    its own) and yield each with its future as it finishes."""
+    waiting = deque(range(1, shards + 1))
+    running: dict[PrefectFuture[ShardOutcome], int] = {}
+    while waiting or running:
+        while waiting and len(running) < SHARDS_IN_PARALLEL:
+            shard = waiting.popleft()
+            running[embed_shard.submit(settings, run_id, shard)] = shard
+        future = next(as_completed(list(running)))
+        yield running.pop(future), future
+
+
 @flow(
     name="novaflow-reembed",
-    task_runner=ThreadPoolTaskRunner(max_workers=SHARDS_IN_PARALLEL),
+    task_runner=ThreadPoolTaskRunner(max_workers=SHARDS_IN_PARALLEL + ASYNC_STAGES),
     validate_parameters=True,
 )
 def reembed(params: ReembedParameters) -> RunSummary:
@@ -84,14 +113,11 @@ def reembed(params: ReembedParameters) -> RunSummary:
     progress = create_progress_artifact(
         0.0, key=f"novaflow-progress-{run_id}"[:64], description="shards embedded"
     )
-    futures = embed_shard.map(
-        unmapped(settings), unmapped(run_id), list(range(1, totals.shards + 1))
-    )
+    jobs_future = embed_async.submit(settings, run_id) if totals.async_units else None
     outcomes: list[ShardOutcome] = []
     failed_shards: list[int] = []
-    shard_of = {id(future): shard for shard, future in enumerate(futures, start=1)}
-    for done, future in enumerate(as_completed(futures), start=1):
-        shard = shard_of[id(future)]
+    shards = _shards_as_completed(settings, run_id, totals.shards)
+    for done, (shard, future) in enumerate(shards, start=1):
         try:
             outcomes.append(future.result())
         except Exception as exc:  # the barrier's decision: quarantine the shard, keep the rest
@@ -102,11 +128,22 @@ def reembed(params: ReembedParameters) -> RunSummary:
         _show_progress(done, totals.shards)
     if totals.shards == 0:
         update_progress_artifact(progress, 100.0)
+    jobs = AsyncOutcome()
+    async_failed = False
+    if jobs_future is not None:
+        try:
+            jobs = jobs_future.result()
+        except Exception as exc:  # the barrier's decision: quarantine what is unfinished
+            logger.error("async jobs stage failed after its retries: %s", exc)
+            async_failed = True
+            jobs = quarantined_async_units(settings, run_id, f"async stage failed: {exc}")
 
     load = load_index(settings, run_id)
     commit_state(settings, run_id)
     gather_failures(settings, run_id)
-    summary = run_summary(settings, run_id, totals, outcomes, load, time.monotonic() - started)
+    summary = run_summary(
+        settings, run_id, totals, outcomes, jobs, load, time.monotonic() - started
+    )
     create_markdown_artifact(
         summary_markdown(summary, f"{settings.store}/failures/{run_id}.parquet"),
         key=f"novaflow-summary-{run_id}"[:64],
@@ -114,9 +151,11 @@ def reembed(params: ReembedParameters) -> RunSummary:
     )
     for line in summary_lines(summary):
         logger.info(line)
-    if failed_shards:
+    if failed_shards or async_failed:
         raise RuntimeError(
-            f"{len(failed_shards)} shard(s) failed ({failed_shards}); their units are quarantined "
-            f"as shard_failed and will be planned again by the next run"
+            f"{len(failed_shards)} shard(s) failed ({failed_shards})"
+            + (", and the async jobs stage failed" if async_failed else "")
+            + "; their units are quarantined (shard_failed, async_stage_failed) and will be "
+            "planned again by the next run; rerun with this run id to resume its jobs"
         )
     return summary

@@ -20,11 +20,13 @@ CONNECT_TIMEOUT_SECONDS = 10.0
 USER_AGENT_EXTRA = "novaflow"
 
 
-def _config(max_connections: int, read_timeout_s: float) -> Config:
+def _config(
+    max_connections: int, read_timeout_s: float, max_attempts: int = MAX_ATTEMPTS
+) -> Config:
     if max_connections < 1:
         raise ValueError(f"max_connections must be at least 1, got {max_connections}")
     return Config(
-        retries={"mode": "standard", "max_attempts": MAX_ATTEMPTS},
+        retries={"mode": "standard", "max_attempts": max_attempts},
         connect_timeout=CONNECT_TIMEOUT_SECONDS,
         read_timeout=read_timeout_s,
         max_pool_connections=max_connections,
@@ -38,10 +40,13 @@ def _client(service: str, config: Config) -> BaseClient:
     return boto3.session.Session().client(service, config=config)
 
 
-def bedrock_runtime_client(max_connections: int, read_timeout_s: float = 60) -> BaseClient:
+def bedrock_runtime_client(
+    max_connections: int, read_timeout_s: float = 60, max_attempts: int = MAX_ATTEMPTS
+) -> BaseClient:
     """A Bedrock runtime client for ``max_connections`` threads calling at once (InvokeModel,
-    async invokes), retrying a call up to 5 times, with a ``read_timeout_s`` per attempt."""
-    return _client("bedrock-runtime", _config(max_connections, read_timeout_s))
+    async invokes), retrying a call up to ``max_attempts`` times (0: never, so the caller sees
+    every throttling answer), with a ``read_timeout_s`` per attempt."""
+    return _client("bedrock-runtime", _config(max_connections, read_timeout_s, max_attempts))
 
 
 def s3vectors_client(max_connections: int = 16) -> BaseClient:

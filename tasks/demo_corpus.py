@@ -177,12 +177,16 @@ suction until the sea returns.
 """,
 }
 # Clip length in seconds: audio is a tone, video a bouncing square with the tone as its sound.
+# The long ones are over Nova's 30 s sync limit, so a demo run embeds them with async jobs.
 _CLIP_SECONDS = {
     "audio/tone-1.wav": 6.0,
     "audio/tone-2.mp3": 8.0,
     "video/clip-1.mp4": 6.0,
     "video/clip-2.mp4": 10.0,
+    "audio/recording-long.mp3": 95.0,
+    "video/talk-long.mp4": 75.0,
 }
+LONG_CLIPS = ("audio/recording-long", "video/talk-long")
 _KINDS = {"pdfs": "pdf", "images": "image", "texts": "text", "audio": "audio", "video": "video"}
 
 

@@ -30,7 +30,8 @@ CHANGES: tuple[Change, ...] = ("new", "changed", "unchanged", "removed")
 @dataclass(frozen=True)
 class StateEntry:
     """What the index holds for one item: the version embedded, with which config, under which
-    keys, and whether that is all of it (``complete``) or all it could be (``quarantined``)."""
+    keys, and whether that is all of it (``complete``), all it could be (``quarantined``) or
+    part of it after transient failures (``incomplete``, planned again by the next run)."""
 
     item_id: str
     uri: str
@@ -71,6 +72,8 @@ def item_change(item: Item, previous: StateEntry | None, config_hash: str) -> tu
     """Whether ``item`` is new, changed or unchanged against the index, and a reason to show."""
     if previous is None:
         return "new", "not in the index yet"
+    if previous.status == "incomplete":
+        return "changed", "an earlier run left it incomplete (transient failures)"
     if previous.fingerprint != item.fingerprint:
         return "changed", "content changed"
     if previous.config_hash != config_hash:

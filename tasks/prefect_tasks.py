@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from contextlib import nullcontext
 
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.concurrency.sync import concurrency
 from prefect.tasks import exponential_backoff
 
+from tasks.async_jobs import AsyncOutcome
 from tasks.plan import PlanTotals
 from tasks.settings import NovaflowSettings
+from tasks.stage_async import embedded_async_units
 from tasks.stage_embed import ShardOutcome, embedded_shard
 from tasks.stage_load import LoadOutcome, committed_state, gathered_failures, loaded_index
 from tasks.stage_plan import CorpusSource, planned_run
@@ -40,6 +42,30 @@ def embed_shard(settings: NovaflowSettings, run_id: str, shard: int) -> ShardOut
     slot = concurrency(name, occupy=1, strict=True) if name else nullcontext()
     with slot:
         return embedded_shard(settings, run_id, shard)
+
+
+@task(
+    name="embed-async",
+    retries=2,
+    retry_delay_seconds=exponential_backoff(backoff_factor=10),
+    retry_jitter_factor=0.5,
+)
+def embed_async(settings: NovaflowSettings, run_id: str) -> AsyncOutcome:
+    """Run the run's async jobs from one task, however many: submit within the in-flight bound,
+    poll, collect. A retry resumes from the ledger without submitting any job twice."""
+    logger = get_run_logger()
+
+    def progress(counts: AsyncOutcome, running: int, queued: int) -> None:
+        logger.info(
+            "async jobs: %d collected, %d quarantined of %d; %d running, %d queued",
+            counts.collected,
+            counts.quarantined,
+            counts.jobs,
+            running,
+            queued,
+        )
+
+    return embedded_async_units(settings, run_id, progress=progress)
 
 
 @task(name="load-index", retries=2, retry_delay_seconds=exponential_backoff(backoff_factor=5))

@@ -14,7 +14,7 @@ from typing import Any, Literal
 Modality = Literal["text", "pdf", "image", "audio", "video"]
 MODALITIES: tuple[Modality, ...] = ("text", "pdf", "image", "audio", "video")
 
-UnitKind = Literal["text_chunk", "image", "pdf_page", "audio", "video"]
+UnitKind = Literal["text_chunk", "text", "image", "pdf_page", "audio", "video"]
 Route = Literal["sync", "async"]
 Stage = Literal["manifest", "plan", "prepare", "embed", "load"]
 

@@ -97,3 +97,30 @@ STATE = pa.schema(
     ]
 )
 """``state/<bucket>/<index>/state.parquet``: what the index holds now, item by item."""
+
+JOBS = pa.schema(
+    [
+        pa.field("unit_key", pa.string(), nullable=False),
+        pa.field("item_id", pa.string(), nullable=False),
+        pa.field("uri", pa.string(), nullable=False),
+        pa.field("attempt", pa.int32(), nullable=False),
+        pa.field("token", pa.string(), nullable=False),
+        # submitting | running | collected | failed | quarantined
+        pa.field("status", pa.string(), nullable=False),
+        pa.field("input_uri", pa.string(), nullable=False),
+        pa.field("output_uri", pa.string(), nullable=False),
+        pa.field("invocation_arn", pa.string()),
+        pa.field("submitted_at", pa.float64()),
+        pa.field("ended_at", pa.float64()),
+        pa.field("noticed_at", pa.float64()),
+        pa.field("status_calls", pa.int32(), nullable=False),
+        pa.field("throttled_calls", pa.int32(), nullable=False),
+        pa.field("segments_embedded", pa.int32(), nullable=False),
+        pa.field("segments_quarantined", pa.int32(), nullable=False),
+        pa.field("code", pa.string(), nullable=False),
+        pa.field("message", pa.string(), nullable=False),
+        pa.field("sequence", pa.int64(), nullable=False),
+    ]
+)
+"""``jobs/<run_id>.parquet`` (+ ``jobs/<run_id>/log-*.parquet``): the async job ledger, a row per
+attempt at a unit's job: token before submission, invocation ARN after, then how it ended."""

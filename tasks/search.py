@@ -32,7 +32,9 @@ class SearchHit:
 
     @property
     def where(self) -> str:
-        """A short human description: modality, source, page or time span."""
+        """A short human description: modality, source, page or time span, and for a segment of
+        an async job its index and embedding type (``audio-video-combined``, ``video``,
+        ``audio``, ``text``)."""
         meta = self.metadata
         parts = [
             str(meta.get("modality", "?")),
@@ -42,6 +44,11 @@ class SearchHit:
             parts.append(f"page {meta['page']}")
         if "start_seconds" in meta and "end_seconds" in meta:
             parts.append(f"{meta['start_seconds']:.1f}–{meta['end_seconds']:.1f} s")
+        if "segment_index" in meta:
+            if "char_start" in meta and "char_end" in meta:
+                parts.append(f"characters {meta['char_start']}–{meta['char_end']}")
+            kind = str(meta.get("embedding_type", "")).lower().replace("_", "-")
+            parts.append(f"segment {meta['segment_index']} ({kind})")
         return "  ".join(parts)
 
 

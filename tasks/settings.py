@@ -42,8 +42,21 @@ class EmbeddingSettings(_Frozen):
     video_embedding_mode: Literal["AUDIO_VIDEO_COMBINED", "AUDIO_VIDEO_SEPARATE"] = (
         "AUDIO_VIDEO_COMBINED"
     )
-    segment_seconds: int = Field(15, ge=1, le=30, description="async audio/video segment length")
-    async_text_segment_chars: int = Field(32_000, ge=800, le=50_000)
+    segment_seconds: int = Field(
+        15, ge=1, le=30, description="async audio/video segment length (durationSeconds)"
+    )
+    async_text_segment_chars: int = Field(
+        32_000, ge=800, le=50_000, description="async text segment length (maxLengthChars)"
+    )
+    all_media_async: bool = Field(
+        False, description="embed every audio/video file with an async job, short ones too"
+    )
+    async_text_over_chars: int = Field(
+        50_000,
+        ge=8_193,
+        description="texts longer than this go to an async job instead of sync chunks "
+        "(50,000 characters is the sync limit for text read from S3)",
+    )
 
     def config_hash(self) -> str:
         """16 hex digits that change whenever any field that shapes a vector changes."""
@@ -69,6 +82,45 @@ class ThroughputSettings(_Frozen):
     )
     index_vectors_per_second: float = Field(
         2500.0, gt=0, description="S3 Vectors writes: 2,500 vectors/s per index"
+    )
+
+
+class AsyncJobSettings(_Frozen):
+    """How async embedding jobs (StartAsyncInvoke) are staged, submitted and polled.
+
+    Polling backs off exponentially from ``poll_initial_seconds`` by ``poll_multiplier`` up to
+    ``poll_max_seconds``; each interval is drawn from ``[1 - poll_jitter, 1]`` times its nominal
+    length, so a job is noticed at most one current interval after it ends.
+    """
+
+    staging_uri: str = Field(
+        "s3://novaflow-async/staging",
+        pattern=r"^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/.*)?$",
+        description="where local files are uploaded for async jobs (S3 inputs stay in place)",
+    )
+    output_uri: str = Field(
+        "s3://novaflow-async/output",
+        pattern=r"^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/.*)?$",
+        description="where Bedrock writes job results (one folder per job)",
+    )
+    max_jobs_in_flight: int = Field(
+        8, ge=1, le=1000, description="jobs submitted and not yet ended, at most"
+    )
+    max_attempts: int = Field(
+        3, ge=1, le=10, description="submissions of a job that keeps failing, then quarantined"
+    )
+    poll_initial_seconds: float = Field(2.0, gt=0, le=600)
+    poll_multiplier: float = Field(1.5, ge=1.0, le=4.0)
+    poll_max_seconds: float = Field(300.0, gt=0, le=3600)
+    poll_jitter: float = Field(0.2, ge=0.0, lt=1.0)
+    status_calls_per_second: float = Field(
+        5.0, gt=0, description="GetAsyncInvoke pace; throttled status calls lower it"
+    )
+    job_deadline_seconds: float = Field(
+        6 * 3600.0, gt=0, description="a job still running this long after submission is given up"
+    )
+    multipart_threshold_mb: int = Field(
+        64, ge=5, le=5120, description="uploads at least this large go in parts"
     )
 
 
@@ -104,4 +156,5 @@ class NovaflowSettings(BaseSettings):
     embedding: EmbeddingSettings = Field(default_factory=EmbeddingSettings)
     throughput: ThroughputSettings = Field(default_factory=ThroughputSettings)
     index: IndexSettings = Field(default_factory=IndexSettings)
+    async_jobs: AsyncJobSettings = Field(default_factory=AsyncJobSettings)
     prices: Prices = Field(default_factory=Prices)

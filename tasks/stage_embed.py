@@ -136,6 +136,7 @@ def _work(units: list[Unit], settings: NovaflowSettings, renderer: PageRenderer)
 
 _MODALITY_OF_KIND = {
     "text_chunk": "text",
+    "text": "text",
     "pdf_page": "pdf",
     "image": "image",
     "audio": "audio",

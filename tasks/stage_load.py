@@ -11,6 +11,7 @@ import json
 from collections import defaultdict
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -19,9 +20,11 @@ import pyarrow.parquet as pq
 
 from tasks import schemas
 from tasks.aws_clients import s3vectors_client
+from tasks.job_ledger import JobLedger
 from tasks.pacing import Pacer
 from tasks.plan import StateEntry, read_state, write_state
 from tasks.settings import NovaflowSettings
+from tasks.stage_async import async_units
 from tasks.store import CheckpointStore
 from tasks.vector_index import delete_vectors, ensure_index, put_vectors
 
@@ -35,6 +38,14 @@ TRANSIENT_CODES = frozenset(
         "ModelTimeoutException",
         "ModelNotReadyException",
         "shard_failed",
+        # async jobs: failed or timed out on the service's side, or the stage itself failed
+        "job_failed",
+        "job_deadline",
+        "output_unreadable",
+        "async_stage_failed",
+        # segments a completed job reports as failed through no fault of the input (§1.6)
+        "RATE_LIMIT_EXCEEDED",
+        "INTERNAL_SERVER_EXCEPTION",
     }
 )
 
@@ -71,14 +82,46 @@ def _planned_deletions(store: CheckpointStore, run_id: str) -> Iterator[str]:
             yield from keys
 
 
+def _async_deletions(store: CheckpointStore, settings: NovaflowSettings, run_id: str) -> list[str]:
+    """Keys of async items that this run's jobs made stale, known only now that they ended: a
+    collected job replaces all of its item's old keys (a shorter new version leaves fewer), and
+    a job refused for its input's own fault leaves the item with none; a job that failed
+    transiently leaves the old vectors in place for the next run."""
+    units = async_units(store, run_id)
+    if not units:
+        return []
+    state = read_state(store, settings.index.vector_bucket, settings.index.index)
+    latest = JobLedger(store, run_id).latest_by_unit()
+    new_keys: defaultdict[str, set[str]] = defaultdict(set)
+    job_parts = [
+        path
+        for path in store.list_files(store.embeddings_dir(run_id))
+        if path.rsplit("/", 1)[-1].startswith("job-")
+    ]
+    for row in _column_rows(store, job_parts, ["key", "item_id"]):
+        new_keys[row["item_id"]].add(row["key"])
+    stale: list[str] = []
+    for unit in units:
+        previous, record = state.get(unit.item_id), latest.get(unit.key)
+        if previous is None or record is None:
+            continue
+        if record.status == "collected":
+            stale.extend(key for key in previous.keys if key not in new_keys[unit.item_id])
+        elif record.status == "quarantined" and record.code not in TRANSIENT_CODES:
+            stale.extend(previous.keys)
+    return stale
+
+
 def loaded_index(settings: NovaflowSettings, run_id: str) -> LoadOutcome:
-    """Put every vector the run embedded, then delete the keys its plan marked stale."""
+    """Put every vector the run embedded, then delete the keys its plan marked stale and those
+    its async jobs made stale."""
     store = CheckpointStore(settings.store)
     client = s3vectors_client()
     ensure_index(client, settings.index, settings.embedding.dimension)
     pacer = Pacer(settings.throughput.index_vectors_per_second)
     put = put_vectors(client, settings.index, _embedding_rows(store, run_id), pacer)
-    deleted = delete_vectors(client, settings.index, _planned_deletions(store, run_id), pacer)
+    stale = chain(_planned_deletions(store, run_id), _async_deletions(store, settings, run_id))
+    deleted = delete_vectors(client, settings.index, stale, pacer)
     return LoadOutcome(
         vectors_written=put.vectors_written,
         put_batches=put.batches,
@@ -98,8 +141,10 @@ def committed_state(settings: NovaflowSettings, run_id: str) -> int:
     """Replace the index's state with what it holds after this run; returns the item count.
 
     An item whose units all made it is ``complete``; one with units that failed through its own
-    fault is ``quarantined`` (left alone until it changes); one with transient failures, or
-    with units waiting for async jobs, keeps its previous entry so the next run plans it again.
+    fault is ``quarantined`` (left alone until it changes); one with transient failures is
+    ``incomplete`` when this run loaded some of its vectors (its keys: all it may hold, so a
+    later removal deletes them), else it keeps its previous entry; either way the next run plans
+    it again.
     """
     store = CheckpointStore(settings.store)
     index = settings.index
@@ -122,7 +167,7 @@ def committed_state(settings: NovaflowSettings, run_id: str) -> int:
             ["item_id", "uri", "fingerprint", "modality", "metadata_json"],
         )
     }
-    planned = _column_rows(store, [store.plan_path(run_id)], ["item_id", "change", "async_units"])
+    planned = _column_rows(store, [store.plan_path(run_id)], ["item_id", "change"])
     for row in planned:
         item_id, change = row["item_id"], row["change"]
         if change == "removed":
@@ -131,9 +176,22 @@ def committed_state(settings: NovaflowSettings, run_id: str) -> int:
         if change == "unchanged":
             continue
         codes = failure_codes.get(item_id, set())
-        if row["async_units"] or codes & TRANSIENT_CODES:
-            continue
         source = manifest[item_id]
+        if codes & TRANSIENT_CODES:
+            if embedded.get(item_id):
+                previous = state.get(item_id)
+                held = set(previous.keys if previous else ()) | set(embedded[item_id])
+                state[item_id] = StateEntry(
+                    item_id=item_id,
+                    uri=source["uri"],
+                    fingerprint=source["fingerprint"],
+                    config_hash=config_hash,
+                    keys=tuple(sorted(held)),
+                    status="incomplete",
+                    modality=source["modality"],
+                    metadata_json=source["metadata_json"],
+                )
+            continue
         state[item_id] = StateEntry(
             item_id=item_id,
             uri=source["uri"],

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 from tasks import schemas
+from tasks.async_jobs import AsyncOutcome
 from tasks.plan import PlanTotals
 from tasks.settings import NovaflowSettings
 from tasks.stage_embed import ShardOutcome
@@ -17,9 +18,10 @@ from tasks.store import CheckpointStore
 
 @dataclass(frozen=True)
 class RunSummary:
-    """One run, counted. ``units_planned == units_embedded + units_quarantined`` always holds
-    for a finished run (``adds_up``); items that failed before they had units are counted in
-    ``items_quarantined``."""
+    """One run, counted. For a finished run ``adds_up``: every sync unit planned ended embedded
+    or quarantined, and every async job (one per long file) ended collected or quarantined;
+    a collected job's segments are counted as embedded or quarantined in ``async_segments_*``.
+    Items that failed before they had units are counted in ``items_quarantined``."""
 
     run_id: str
     items: dict[str, int]
@@ -27,7 +29,15 @@ class RunSummary:
     units_planned: int
     units_embedded: int
     units_quarantined: int
-    async_units_pending: int
+    async_jobs: int
+    async_jobs_collected: int
+    async_jobs_quarantined: int
+    async_segments_embedded: int
+    async_segments_quarantined: int
+    async_submissions: int
+    async_resubmissions: int
+    async_status_calls: int
+    async_status_throttles: int
     keys_deleted: int
     vectors_written: int
     model_calls: int
@@ -42,8 +52,11 @@ class RunSummary:
 
     @property
     def adds_up(self) -> bool:
-        """Every planned unit ended embedded or quarantined."""
-        return self.units_planned == self.units_embedded + self.units_quarantined
+        """Every planned unit and every async job ended embedded or quarantined."""
+        return (
+            self.units_planned == self.units_embedded + self.units_quarantined
+            and self.async_jobs == self.async_jobs_collected + self.async_jobs_quarantined
+        )
 
     def to_json(self) -> dict[str, object]:
         """A JSON-ready copy, with ``adds_up``."""
@@ -58,6 +71,7 @@ def run_summary(
     run_id: str,
     totals: PlanTotals,
     shards: Sequence[ShardOutcome],
+    jobs: AsyncOutcome,
     load: LoadOutcome,
     wall_seconds: float,
 ) -> RunSummary:
@@ -73,7 +87,15 @@ def run_summary(
         units_planned=totals.units_to_embed,
         units_embedded=sum(outcome.embedded for outcome in shards),
         units_quarantined=sum(outcome.quarantined for outcome in shards),
-        async_units_pending=totals.async_units,
+        async_jobs=jobs.jobs,
+        async_jobs_collected=jobs.collected,
+        async_jobs_quarantined=jobs.quarantined,
+        async_segments_embedded=jobs.segments_embedded,
+        async_segments_quarantined=jobs.segments_quarantined,
+        async_submissions=jobs.submissions,
+        async_resubmissions=jobs.resubmissions,
+        async_status_calls=jobs.status_calls,
+        async_status_throttles=jobs.throttled_status_calls,
         keys_deleted=load.keys_deleted,
         vectors_written=load.vectors_written,
         model_calls=sum(outcome.model_calls for outcome in shards),
@@ -99,13 +121,8 @@ def summary_lines(summary: RunSummary) -> list[str]:
         f"{items.get('unchanged', 0)} unchanged, {items.get('removed', 0)} removed, "
         f"{summary.items_quarantined} quarantined",
         f"  units    {summary.units_embedded} embedded, {summary.units_quarantined} quarantined "
-        f"of {summary.units_planned} planned"
-        + ("" if summary.adds_up else "  (DOES NOT ADD UP)")
-        + (
-            f"; {summary.async_units_pending} left for async jobs"
-            if summary.async_units_pending
-            else ""
-        ),
+        f"of {summary.units_planned} planned" + ("" if summary.adds_up else "  (DOES NOT ADD UP)"),
+        *_async_lines(summary),
         f"  index    {summary.vectors_written} vectors written, "
         f"{summary.keys_deleted} keys deleted",
         f"  model    {summary.model_calls} calls, {summary.retries} retries, "
@@ -115,6 +132,19 @@ def summary_lines(summary: RunSummary) -> list[str]:
         shown = ", ".join(f"{code} ×{count}" for code, count in summary.failures_by_code.items())
         lines.append(f"  failures {shown}")
     return lines
+
+
+def _async_lines(summary: RunSummary) -> list[str]:
+    if not summary.async_jobs:
+        return []
+    return [
+        f"  jobs     {summary.async_jobs_collected} collected, "
+        f"{summary.async_jobs_quarantined} quarantined of {summary.async_jobs} async jobs; "
+        f"{summary.async_submissions} submitted ({summary.async_resubmissions} resubmitted), "
+        f"{summary.async_status_calls} status calls ({summary.async_status_throttles} throttled)",
+        f"  segments {summary.async_segments_embedded} embedded, "
+        f"{summary.async_segments_quarantined} quarantined",
+    ]
 
 
 def summary_markdown(summary: RunSummary, failures_uri: str) -> str:

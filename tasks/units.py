@@ -8,9 +8,11 @@ can be trusted before a backfill.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from tasks.async_requests import AsyncInputError, checked_async_input
 from tasks.images import PreparationError
 from tasks.media_info import media_facts
 from tasks.pdf_pages import pdf_page_count
@@ -19,6 +21,9 @@ from tasks.settings import EmbeddingSettings, Prices
 from tasks.texts import decoded_text, text_chunks
 
 SYNC_MEDIA_MAX_SECONDS = 30.0  # aws-apis.md §1.2: audio and video over 30 s need the async API
+# Media sync calls carry local files inline: 25 MB after base64 (§1.7) is 18.75 MB of file.
+SYNC_INLINE_MAX_BYTES = 18_750_000
+SYNC_S3_MEDIA_MAX_BYTES = 100_000_000  # §1.7: sync audio/video read from S3
 CHARS_PER_TOKEN_ESTIMATE = 4.0  # a planning estimate only; Nova bills the tokens it counts
 
 
@@ -64,6 +69,20 @@ def expanded_item(
         )
     if item.modality == "text":
         text = decoded_text(local_path.read_bytes(), item.encoding)
+        tokens_estimate = math.ceil(len(text) / CHARS_PER_TOKEN_ESTIMATE)
+        text_cost = tokens_estimate * prices.text_per_million_tokens / 1_000_000
+        if len(text) > settings.async_text_over_chars:
+            # Nova reads it from S3 and cuts it itself; the segment keys are known at the end.
+            _checked(checked_async_input, "text", item.size_bytes, settings, char_count=len(text))
+            unit = Unit(
+                key=item.item_id,
+                kind="text",
+                route="async",
+                char_start=0,
+                char_end=len(text),
+                **base,
+            )
+            return Expansion((unit,), text_cost)
         spans = text_chunks(text, settings.text_chunk_chars)
         units = tuple(
             Unit(
@@ -83,7 +102,14 @@ def expanded_item(
             prices.audio_per_second if item.modality == "audio" else prices.video_per_second
         )
         cost = facts.duration_seconds * per_second
-        if facts.duration_seconds <= SYNC_MEDIA_MAX_SECONDS:
+        sync_max_bytes = (
+            SYNC_S3_MEDIA_MAX_BYTES if item.uri.startswith("s3://") else SYNC_INLINE_MAX_BYTES
+        )
+        if (
+            facts.duration_seconds <= SYNC_MEDIA_MAX_SECONDS
+            and item.size_bytes <= sync_max_bytes
+            and not settings.all_media_async
+        ):
             unit = Unit(
                 key=span_key(item.item_id, 0.0, facts.duration_seconds),
                 kind=item.modality,
@@ -93,7 +119,14 @@ def expanded_item(
             )
             return Expansion((unit,), cost)
         # Longer media go to an async job whose segment keys are only known when it ends: the
-        # placeholder keeps the item in the plan (and its count in the summary) until then.
+        # placeholder, keyed by the item, stands for all of them in the plan and the ledger.
+        _checked(
+            checked_async_input,
+            item.modality,
+            item.size_bytes,
+            settings,
+            duration_seconds=facts.duration_seconds,
+        )
         placeholder = Unit(
             key=item.item_id,
             kind=item.modality,
@@ -104,3 +137,12 @@ def expanded_item(
         )
         return Expansion((placeholder,), cost)
     raise PreparationError("unsupported_type", f"novaflow cannot embed {item.modality!r} items")
+
+
+def _checked(check: Callable[..., int], *args: object, **kwargs: object) -> int:
+    """``check``'s answer, its AsyncInputError turned into the PreparationError planning
+    quarantines an item with."""
+    try:
+        return check(*args, **kwargs)
+    except AsyncInputError as err:
+        raise PreparationError(err.code, str(err)) from None

@@ -45,13 +45,26 @@ def _novaflow(
 def test_demo_runs_the_whole_job_then_search_finds_its_units(tmp_path: Path) -> None:
     demo = _novaflow(tmp_path, "demo", "--workdir", "demo")
     assert demo.returncode == 0, demo.stderr[-3000:]
-    assert "units    " in demo.stdout
-    assert "0 quarantined of" not in demo.stdout  # the demo's truncated image is quarantined
+    units_line = next(line for line in demo.stdout.splitlines() if line.startswith("  units "))
+    assert " 1 quarantined of" in units_line  # the demo's truncated image
     summary_path = next((tmp_path / "demo" / "store" / "runs").glob("*/summary.json"))
     summary = json.loads(summary_path.read_text())
     assert summary["adds_up"] is True
     assert summary["units_embedded"] > 20
     assert {"pdf_encrypted", "pdf_corrupt", "outside_root"} <= set(summary["failures_by_code"])
+    # the long recording and the long video went through async jobs, segment by segment
+    assert (summary["async_jobs"], summary["async_jobs_collected"]) == (2, 2)
+    assert summary["async_segments_embedded"] == 7 + 5  # 95 s and 75 s at 15 s segments
+
+    video = _novaflow(
+        tmp_path, "search", "bouncing square", "--store", "demo/store",
+        "--filter", '{"item_id": "video/talk-long"}', "--top-k", "3",
+    )  # fmt: skip
+    assert video.returncode == 0, video.stderr[-3000:]
+    hits = video.stdout.splitlines()
+    assert len(hits) == 3
+    assert all("video/talk-long#t=" in hit and " s  segment " in hit for hit in hits)
+    assert all("(audio-video-combined)" in hit for hit in hits)
 
     search = _novaflow(tmp_path, "search", "sourdough baking", "--store", "demo/store")
     assert search.returncode == 0, search.stderr[-3000:]

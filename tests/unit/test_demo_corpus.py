@@ -16,6 +16,7 @@ from PIL import Image
 from tasks.demo_corpus import (
     BROKEN_ITEMS,
     ENCRYPTED_PDF_PASSWORD,
+    LONG_CLIPS,
     PDF_TOPICS,
     DemoCorpus,
     change_demo_corpus,
@@ -84,7 +85,7 @@ def test_counts_add_up_to_the_manifest_and_ids_are_readable(corpus: DemoCorpus) 
     ids = [r["id"] for r in rows]
 
     assert corpus.manifest.parent == corpus.root
-    assert (corpus.good_files, corpus.broken_files) == (18, 7)
+    assert (corpus.good_files, corpus.broken_files) == (20, 7)
     assert corpus.good_files + corpus.broken_files == len(rows)
     assert len(set(ids)) == len(ids)
     assert {i for i in ids if i.startswith("broken/")} == set(BROKEN_ITEMS)
@@ -164,6 +165,20 @@ def test_clips_are_short_and_carry_their_streams(
     with av.open(str(path)) as container:
         assert {stream.type for stream in container.streams} == kinds
         assert 5.0 <= container.duration / av.time_base <= 12.0
+
+
+@pytest.mark.parametrize(
+    ("item_id", "kinds"),
+    [("audio/recording-long", {"audio"}), ("video/talk-long", {"audio", "video"})],
+)
+def test_the_long_clips_are_over_the_sync_limit_so_a_demo_run_uses_async_jobs(
+    corpus: DemoCorpus, item_id: str, kinds: set[str]
+) -> None:
+    assert item_id in LONG_CLIPS
+    path = corpus.root / row(corpus, item_id)["uri"]
+    with av.open(str(path)) as container:
+        assert {stream.type for stream in container.streams} == kinds
+        assert 60.0 <= container.duration / av.time_base <= 120.0
 
 
 def test_the_truncated_png_has_a_header_but_its_pixels_end_early(corpus: DemoCorpus) -> None:
