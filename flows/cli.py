@@ -196,6 +196,10 @@ def command_demo(args: argparse.Namespace) -> int:
     )
     status = command_run(run_args, store=str(workdir / "store"))
     print(f'search it: novaflow search "sourdough baking" --store {workdir / "store"}')
+    print(
+        f'           novaflow search "bouncing square" --store {workdir / "store"} '
+        """--filter '{"item_id": "video/talk-long"}'   (segments of the long video)"""
+    )
     return status
 
 

@@ -7,15 +7,17 @@ per-unit re-queueing after throttling to the embedder, so the three never stack 
 from __future__ import annotations
 
 from contextlib import nullcontext
+from typing import Any
 
-from prefect import get_run_logger, task
+from prefect import Task, get_run_logger, task
+from prefect.client.schemas.objects import State, TaskRun
 from prefect.concurrency.sync import concurrency
 from prefect.tasks import exponential_backoff
 
 from tasks.async_jobs import AsyncOutcome
 from tasks.plan import PlanTotals
 from tasks.settings import NovaflowSettings
-from tasks.stage_async import embedded_async_units
+from tasks.stage_async import embedded_async_units, is_configuration_error
 from tasks.stage_embed import ShardOutcome, embedded_shard
 from tasks.stage_load import LoadOutcome, committed_state, gathered_failures, loaded_index
 from tasks.stage_plan import CorpusSource, planned_run
@@ -44,11 +46,19 @@ def embed_shard(settings: NovaflowSettings, run_id: str, shard: int) -> ShardOut
         return embedded_shard(settings, run_id, shard)
 
 
+def _not_configuration(task: Task[Any, Any], task_run: TaskRun, state: State[Any]) -> bool:
+    """Retry unless the run's configuration failed (a missing bucket, no permission): that
+    fails the same way on every try, and the user should hear of it at once."""
+    del task, task_run
+    return not is_configuration_error(state.result(raise_on_failure=False))
+
+
 @task(
     name="embed-async",
     retries=2,
     retry_delay_seconds=exponential_backoff(backoff_factor=10),
     retry_jitter_factor=0.5,
+    retry_condition_fn=_not_configuration,
 )
 def embed_async(settings: NovaflowSettings, run_id: str) -> AsyncOutcome:
     """Run the run's async jobs from one task, however many: submit within the in-flight bound,

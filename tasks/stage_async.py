@@ -19,6 +19,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 import pyarrow as pa
+from botocore.exceptions import ClientError
 
 from tasks import schemas
 from tasks.async_jobs import (
@@ -42,6 +43,7 @@ from tasks.async_requests import (
     start_async_invoke_arguments,
 )
 from tasks.aws_clients import bedrock_runtime_client, s3_client
+from tasks.embedder import ACCOUNT_CODES
 from tasks.images import PreparationError
 from tasks.job_ledger import ENDED_STATUSES, JobLedger, JobRecord
 from tasks.job_service import BedrockJobService, Clock, JobService
@@ -270,6 +272,16 @@ def _bedrock_jobs() -> JobService:
     # Submissions keep botocore's retries; status calls have none, so the runner sees every
     # throttling answer and slows its polling down itself.
     return BedrockJobService(bedrock_runtime_client(2), bedrock_runtime_client(2, max_attempts=0))
+
+
+def is_configuration_error(error: BaseException | None) -> bool:
+    """Whether ``error`` is the run's configuration failing (a missing or forbidden bucket,
+    credentials or permissions), which fails the same way however often it is retried."""
+    if isinstance(error, S3ObjectError):
+        return error.code in ("bucket_missing", "bucket_forbidden")
+    if isinstance(error, ClientError):
+        return error.response.get("Error", {}).get("Code") in ACCOUNT_CODES
+    return False
 
 
 def embedded_async_units(

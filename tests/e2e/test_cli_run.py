@@ -1,5 +1,6 @@
 """``novaflow`` as a user runs it, in separate processes: the demo and a search on the embedded
-stand-in, a dry-run plan, and a run killed with SIGKILL and started again with the same id."""
+stand-in, a dry-run plan, and runs killed with SIGKILL (with shards, then with async jobs in
+flight) and started again with the same id."""
 
 from __future__ import annotations
 
@@ -11,9 +12,12 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import boto3
 import pytest
 
+from tasks.sample_media import sample_audio
 from tests.e2e.emulator_process import BIN, running_emulator
 
 REPO = Path(__file__).resolve().parents[2]
@@ -149,3 +153,69 @@ def test_a_killed_run_resumes_redoing_only_unfinished_shards(
     assert summary["adds_up"] is True
     assert summary["units_embedded"] == units
     assert summary["shards_skipped"] == finished_shards
+
+
+def _client(variables: dict[str, str], service: str, endpoint: str) -> Any:
+    return boto3.session.Session().client(
+        service,
+        endpoint_url=variables[endpoint],
+        region_name=variables["AWS_DEFAULT_REGION"],
+        aws_access_key_id=variables["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=variables["AWS_SECRET_ACCESS_KEY"],
+    )
+
+
+def _jobs(bedrock: Any) -> list[dict[str, Any]]:
+    pages = bedrock.get_paginator("list_async_invokes").paginate()
+    return [job for page in pages for job in page.get("asyncInvokeSummaries", [])]
+
+
+def test_a_run_killed_with_jobs_in_flight_resumes_them_without_submitting_again(
+    tmp_path: Path,
+) -> None:
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    recordings = 4
+    for n in range(recordings):
+        (corpus / f"interview-{n}.wav").write_bytes(sample_audio(n, 40.0, "wav"))
+    options = ("--in-memory", "--job-seconds", "4")
+    with running_emulator(options, _env(tmp_path), tmp_path) as variables:
+        # on AWS the staging and output bucket is the user's; here the test creates it
+        _client(variables, "s3", "AWS_ENDPOINT_URL_S3").create_bucket(Bucket="novaflow-async")
+        bedrock = _client(variables, "bedrock-runtime", "AWS_ENDPOINT_URL_BEDROCK_RUNTIME")
+        env = _env(
+            tmp_path,
+            **variables,
+            NOVAFLOW_ASYNC_JOBS__POLL_INITIAL_SECONDS="0.2",
+            NOVAFLOW_ASYNC_JOBS__MAX_JOBS_IN_FLIGHT=str(recordings),
+        )
+        command = [
+            str(BIN / "novaflow"), "run", "--corpus", str(corpus), "--store", "store",
+            "--backend", "aws", "--run-id", "long-1", "--index", "async-resume",
+        ]  # fmt: skip
+        killed = subprocess.Popen(
+            command, cwd=tmp_path, env=env, start_new_session=True,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + 240
+        while len(_jobs(bedrock)) < recordings:
+            assert killed.poll() is None, "the run ended before it could be killed"
+            assert time.monotonic() < deadline, "no job was submitted in time"
+            time.sleep(0.05)  # polling the stand-in, not synchronising: the kill point is arbitrary
+        os.killpg(killed.pid, signal.SIGKILL)
+        killed.wait(timeout=30)
+        submitted = {job["invocationArn"] for job in _jobs(bedrock)}
+        assert {job["status"] for job in _jobs(bedrock)} == {"InProgress"}  # killed mid-flight
+
+        resumed = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True,
+                                 timeout=600)  # fmt: skip
+        assert resumed.returncode == 0, resumed.stderr[-3000:]
+        # the stand-in's job list: the same jobs, all completed, not one submitted twice
+        jobs = _jobs(bedrock)
+        assert {job["invocationArn"] for job in jobs} == submitted
+        assert {job["status"] for job in jobs} == {"Completed"}
+    summary = json.loads((tmp_path / "store" / "runs" / "long-1" / "summary.json").read_text())
+    assert summary["adds_up"] is True
+    assert summary["async_jobs_collected"] == recordings
+    assert summary["async_segments_embedded"] == recordings * 3  # 40 s at 15 s segments
+    assert "jobs     4 collected, 0 quarantined of 4 async jobs" in resumed.stdout

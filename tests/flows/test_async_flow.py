@@ -205,3 +205,38 @@ def _vector(client: BaseClient, settings: NovaflowSettings, key: str) -> list[fl
         returnData=True,
     )
     return answer["vectors"][0]["data"]["float32"]
+
+
+def test_a_missing_staging_bucket_on_aws_stops_the_jobs_at_once_and_names_it(
+    aws_environment: Emulator, corpus: Path, tmp_path: Path
+) -> None:
+    bucket = f"missing-{uuid.uuid4().hex[:12]}"
+    base = _settings(tmp_path)
+    settings = base.model_copy(
+        update={
+            "backend": "aws",  # the user's buckets: never created behind their back
+            "async_jobs": FAST_POLLING.model_copy(update={"staging_uri": f"s3://{bucket}/in"}),
+        }
+    )
+    jobs_before = _job_count(aws_environment)
+    params = ReembedParameters(
+        manifest=str(_write_manifest(corpus)),
+        root=str(corpus),
+        settings=settings,
+        run_id="nobucket",
+    )
+    with pytest.raises(RuntimeError, match="async jobs stage failed"):
+        reembed(params)
+
+    assert _job_count(aws_environment) == jobs_before
+    store = CheckpointStore(settings.store)
+    summary = json.loads(store.read_text(store.summary_path("nobucket")))
+    assert summary["adds_up"] is True  # the short note still made it, the jobs are accounted for
+    assert summary["units_embedded"] == 1
+    assert (summary["async_jobs"], summary["async_jobs_quarantined"]) == (6, 6)
+    failures = store.read_table(store.failures_path("nobucket")).to_pylist()
+    assert len(failures) == 6
+    for row in failures:
+        assert row["code"] == "async_stage_failed"
+        assert bucket in row["message"]
+        assert "NOVAFLOW_ASYNC_JOBS__STAGING_URI" in row["message"]
