@@ -14,7 +14,7 @@ from typing import Any, Literal, Protocol
 
 from botocore.client import BaseClient
 
-from tasks.async_requests import job_folder
+from tasks.async_results import job_folder
 from tasks.settings import AsyncJobSettings
 
 JobStatusName = Literal["InProgress", "Completed", "Failed"]

@@ -32,15 +32,18 @@ from tasks.async_jobs import (
 )
 from tasks.async_requests import (
     AsyncInputError,
+    client_request_token,
+    start_async_invoke_arguments,
+)
+from tasks.async_results import (
+    RESULT_FILE_NAME,
     ResultFormatError,
     Segment,
     SegmentFailure,
-    client_request_token,
     parsed_job_result,
     parsed_segment_lines,
     result_file_names,
     segment_key,
-    start_async_invoke_arguments,
 )
 from tasks.aws_clients import bedrock_runtime_client, s3_client
 from tasks.embedder import ACCOUNT_CODES
@@ -67,8 +70,6 @@ from tasks.store import CheckpointStore
 from tasks.texts import decoded_text
 
 logger = logging.getLogger(__name__)
-
-RESULT_FILE_NAME = "segmented-embedding-result.json"
 
 
 def unit_digest(unit_key: str) -> str:

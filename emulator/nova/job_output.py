@@ -31,6 +31,7 @@ A partial job still ends ``Completed``.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -49,9 +50,10 @@ JOB_FAILURE_MESSAGE = "The model encountered an internal error while processing 
 SEGMENT_FAILURE_MESSAGE = "An internal error occurred while embedding this segment."
 
 
-def finish_job(record: JobRecord, objects: ObjectStore, now: float) -> JobRecord:
-    """Embed ``record``'s input, write its output, and return the record ended at ``now``."""
-    now = round(now, 3)
+def finish_job(record: JobRecord, objects: ObjectStore, clock: Callable[[], float]) -> JobRecord:
+    """Embed ``record``'s input, write its output, and return the record ended when that is
+    done: ``endTime`` is when the output is all there, as a client polling for it would see."""
+    now = round(clock(), 3)
     behaviour, draw_key = record.behaviour, record.client_request_token
     if seeded_fraction(behaviour.seed, draw_key, "job-failure") < behaviour.failure_rate:
         return record.ended(FAILED, now, JOB_FAILURE_MESSAGE)
@@ -67,8 +69,8 @@ def finish_job(record: JobRecord, objects: ObjectStore, now: float) -> JobRecord
         _write_output(record, request, series, objects, now)
     except ObjectNotFoundError:
         message = f"Unable to write the output to {record.output_uri}: the bucket does not exist."
-        return record.ended(FAILED, now, message)
-    return record.ended(COMPLETED, now)
+        return record.ended(FAILED, clock(), message)
+    return record.ended(COMPLETED, clock())
 
 
 def _with_failed_segments(series: EmbeddingSeries, record: JobRecord) -> EmbeddingSeries:

@@ -206,7 +206,7 @@ class NovaRuntime:
         self._runner.close()
 
     def _finish(self, record: JobRecord) -> JobRecord:
-        return finish_job(record, self._objects, self._clock())
+        return finish_job(record, self._objects, self._clock)
 
     def _earlier_submission(self, token: str, fingerprint: str) -> JobRecord | None:
         """The job already submitted with ``token``; ConflictException if its body differed."""

@@ -15,19 +15,21 @@ from tasks.async_requests import (
     MAX_MEDIA_SEGMENTS,
     MAX_TEXT_SEGMENTS,
     AsyncInputError,
+    checked_async_input,
+    client_request_token,
+    start_async_invoke_arguments,
+)
+from tasks.async_results import (
     JobResult,
     ResultFile,
     ResultFormatError,
     Segment,
     SegmentFailure,
-    checked_async_input,
-    client_request_token,
     job_folder,
     parsed_job_result,
     parsed_segment_lines,
     result_file_names,
     segment_key,
-    start_async_invoke_arguments,
 )
 from tasks.settings import NOVA_MODEL_ID, EmbeddingSettings
 
