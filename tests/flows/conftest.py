@@ -9,6 +9,8 @@ from prefect.testing.utilities import prefect_test_harness
 
 from emulator.app import Emulator
 
+DEFAULT_ASYNC_BUCKET = "novaflow-async"  # of the default staging_uri and output_uri
+
 
 @pytest.fixture(scope="session", autouse=True)
 def prefect_harness() -> Iterator[None]:
@@ -19,7 +21,12 @@ def prefect_harness() -> Iterator[None]:
 
 @pytest.fixture
 def aws_environment(stand_in: Emulator, monkeypatch: pytest.MonkeyPatch) -> Emulator:
-    """The standard AWS variables pointed at the stand-in, as a user's shell would have them."""
+    """The standard AWS variables pointed at the stand-in, as a user's shell would have them,
+    and the bucket async jobs stage their inputs in by default, as a user's account has it."""
     for name, value in stand_in.environment().items():
         monkeypatch.setenv(name, value)
+    s3 = stand_in.client("s3")
+    existing = {bucket["Name"] for bucket in s3.list_buckets().get("Buckets", [])}
+    if DEFAULT_ASYNC_BUCKET not in existing:
+        s3.create_bucket(Bucket=DEFAULT_ASYNC_BUCKET)
     return stand_in

@@ -27,6 +27,7 @@ from tasks.store import CheckpointStore
 from tasks.summary import RunSummary
 
 SEGMENT_SECONDS = 15
+MISBEHAVING_RUN_ID = "misbehaving-2"
 FAST_POLLING = AsyncJobSettings(
     staging_uri="s3://flow-async/staging",
     output_uri="s3://flow-async/output",
@@ -61,9 +62,10 @@ def _write_manifest(corpus: Path) -> Path:
     return manifest
 
 
-def _run(corpus: Path, settings: NovaflowSettings) -> RunSummary:
+def _run(corpus: Path, settings: NovaflowSettings, **extra: str) -> RunSummary:
     manifest = _write_manifest(corpus)
-    return reembed(ReembedParameters(manifest=str(manifest), root=str(corpus), settings=settings))
+    params = ReembedParameters(manifest=str(manifest), root=str(corpus), settings=settings, **extra)
+    return reembed(params)
 
 
 def _index_keys(client: BaseClient, settings: NovaflowSettings) -> set[str]:
@@ -113,14 +115,16 @@ def test_misbehaving_jobs_end_embedded_or_quarantined_and_the_counts_add_up(
             seed=5,
             job_seconds=0.1,
             seconds_per_media_minute=0.2,  # longer files make slower jobs
-            failure_rate=0.35,
+            failure_rate=0.5,
             partial_rate=0.5,
             segment_failure_rate=0.3,
         ),
     )
     jobs_before = _job_count(stand_in)
     settings = _settings(tmp_path)
-    summary = _run(corpus, settings)
+    # The stand-in draws each job's fate from its token, which the run id is part of: a fixed
+    # id makes the same jobs fail, the same segments fail, every time.
+    summary = _run(corpus, settings, run_id=MISBEHAVING_RUN_ID)
 
     assert summary.adds_up
     assert summary.async_jobs == 6  # three videos, two recordings, the essay
@@ -128,6 +132,7 @@ def test_misbehaving_jobs_end_embedded_or_quarantined_and_the_counts_add_up(
     assert summary.units_planned == summary.units_embedded == 1  # the short note
     # the misbehaviour happened, and was absorbed
     assert summary.async_resubmissions > 0
+    assert summary.async_jobs_quarantined > 0  # failed both attempts
     assert summary.async_status_throttles > 0
     assert summary.async_segments_quarantined > 0
     assert _job_count(stand_in) - jobs_before == summary.async_submissions

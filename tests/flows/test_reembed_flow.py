@@ -61,11 +61,15 @@ def test_first_run_embeds_every_good_unit_and_quarantines_every_bad_one(
     assert summary.adds_up
     assert summary.units_embedded == summary.units_planned - summary.units_quarantined
     assert summary.items["new"] >= corpus.good_files
-    assert summary.vectors_written == summary.units_embedded
+    # the long recording and video went through async jobs: 7 and 5 segments of 15 s
+    assert (summary.async_jobs_collected, summary.async_segments_embedded) == (2, 12)
+    vectors = summary.units_embedded + summary.async_segments_embedded
+    assert summary.vectors_written == vectors
     assert _calls(aws_environment, "bedrock-runtime", "InvokeModel") == summary.model_calls
     keys = _index_keys(aws_environment.client("s3vectors"), settings)
-    assert len(keys) == summary.units_embedded
+    assert len(keys) == vectors
     assert "pdf/river-ecology#page=1" in keys
+    assert "video/talk-long#t=60.0-75.0" in keys
     # every broken file of the demo ends in the failures file with a reason
     store = CheckpointStore(settings.store)
     failures = store.read_table(store.failures_path(summary.run_id)).to_pylist()
