@@ -52,7 +52,13 @@ def _parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="embed what changed and bring the index in line")
     _add_source_arguments(run)
     _add_target_arguments(run)
-    run.add_argument("--run-id", help="resume this run (or reuse a plan from `novaflow plan`)")
+    resume = run.add_mutually_exclusive_group()
+    resume.add_argument("--run-id", help="resume this run (or reuse a plan from `novaflow plan`)")
+    resume.add_argument(
+        "--resume",
+        action="store_true",
+        help="resume the newest run of the store that was killed before its end",
+    )
     plan = commands.add_parser("plan", help="show what a run would do and cost; calls no model")
     _add_source_arguments(plan)
     _add_target_arguments(plan)
@@ -110,6 +116,15 @@ def command_run(args: argparse.Namespace, store: str | None = None) -> int:
     from tasks.summary import summary_lines
 
     settings = _settings(args, store)
+    if getattr(args, "resume", False):
+        from tasks.stage_plan import unfinished_run
+        from tasks.store import CheckpointStore
+
+        args.run_id = unfinished_run(CheckpointStore(settings.store))
+        if args.run_id is None:
+            print(f"novaflow run --resume: no unfinished run in {settings.store}", file=sys.stderr)
+            return 2
+        print(f"resuming run {args.run_id}: finished shards are kept, submitted jobs are polled")
     params = ReembedParameters(
         manifest=args.manifest,
         corpus=args.corpus,
@@ -193,6 +208,7 @@ def command_demo(args: argparse.Namespace) -> int:
         dimension=None,
         backend="local",
         run_id=None,
+        resume=False,
     )
     status = command_run(run_args, store=str(workdir / "store"))
     print(f'search it: novaflow search "sourdough baking" --store {workdir / "store"}')

@@ -207,9 +207,12 @@ def test_a_run_killed_with_jobs_in_flight_resumes_them_without_submitting_again(
         submitted = {job["invocationArn"] for job in _jobs(bedrock)}
         assert {job["status"] for job in _jobs(bedrock)} == {"InProgress"}  # killed mid-flight
 
-        resumed = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True,
+        # `--resume` finds the run that was killed, as a user who lost the id would ask for it
+        resume = [part for part in command if part not in ("--run-id", "long-1")] + ["--resume"]
+        resumed = subprocess.run(resume, cwd=tmp_path, env=env, capture_output=True, text=True,
                                  timeout=600)  # fmt: skip
         assert resumed.returncode == 0, resumed.stderr[-3000:]
+        assert "resuming run long-1" in resumed.stdout
         # the stand-in's job list: the same jobs, all completed, not one submitted twice
         jobs = _jobs(bedrock)
         assert {job["invocationArn"] for job in jobs} == submitted
