@@ -27,7 +27,6 @@ from tasks import schemas
 from tasks.store import CheckpointStore
 
 JobStatus = Literal["submitting", "running", "collected", "failed", "quarantined"]
-LIVE_STATUSES: frozenset[str] = frozenset({"submitting", "running"})
 ENDED_STATUSES: frozenset[str] = frozenset({"collected", "quarantined"})
 LOG_FILES_BEFORE_COMPACTION = 64
 
@@ -71,7 +70,8 @@ class JobLedger:
         self._store = store
         self._run_id = run_id
         self._log_dir = store.path("jobs", run_id)
-        self._records: dict[tuple[str, int], JobRecord] = {}
+        # unit key → attempt → record: the runner asks for a unit's latest attempt at every poll.
+        self._records: dict[str, dict[int, JobRecord]] = {}
         self._sequence = 0
         paths = [store.jobs_path(run_id)] if store.exists(store.jobs_path(run_id)) else []
         self._log_files = store.list_files(self._log_dir)
@@ -80,28 +80,28 @@ class JobLedger:
                 self._remember(JobRecord(**row))
 
     def _remember(self, record: JobRecord) -> None:
-        key = (record.unit_key, record.attempt)
-        known = self._records.get(key)
+        attempts = self._records.setdefault(record.unit_key, {})
+        known = attempts.get(record.attempt)
         if known is None or record.sequence > known.sequence:
-            self._records[key] = record
+            attempts[record.attempt] = record
         self._sequence = max(self._sequence, record.sequence)
 
     def latest(self, unit_key: str) -> JobRecord | None:
         """The newest attempt of ``unit_key``, or None if it was never recorded."""
-        attempts = [r for (key, _), r in self._records.items() if key == unit_key]
-        return max(attempts, key=lambda r: r.attempt) if attempts else None
+        attempts = self._records.get(unit_key)
+        return attempts[max(attempts)] if attempts else None
 
     def latest_by_unit(self) -> dict[str, JobRecord]:
         """The newest attempt of every unit in the ledger."""
-        newest: dict[str, JobRecord] = {}
-        for (unit_key, attempt), record in self._records.items():
-            if unit_key not in newest or attempt > newest[unit_key].attempt:
-                newest[unit_key] = record
-        return newest
+        return {unit_key: attempts[max(attempts)] for unit_key, attempts in self._records.items()}
 
     def records(self) -> list[JobRecord]:
         """Every attempt of every unit, in unit then attempt order."""
-        return [self._records[key] for key in sorted(self._records)]
+        return [
+            attempts[attempt]
+            for _, attempts in sorted(self._records.items())
+            for attempt in sorted(attempts)
+        ]
 
     def record(self, records: Iterable[JobRecord]) -> list[JobRecord]:
         """Durably append ``records`` (one log file); returns them as stored, with sequences."""
@@ -123,10 +123,9 @@ class JobLedger:
     def remember_unwritten(self, record: JobRecord) -> None:
         """Hold ``record`` (a counter update) in memory only; the next write of the same attempt,
         or the compaction, stores it."""
-        known = self._records.get((record.unit_key, record.attempt))
-        self._records[(record.unit_key, record.attempt)] = replace(
-            record, sequence=known.sequence if known else 0
-        )
+        attempts = self._records.setdefault(record.unit_key, {})
+        known = attempts.get(record.attempt)
+        attempts[record.attempt] = replace(record, sequence=known.sequence if known else 0)
 
     def compact(self) -> None:
         """Fold the log into the snapshot (written first, so a crash in between loses nothing)."""
