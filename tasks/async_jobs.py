@@ -39,6 +39,8 @@ from typing import Any
 from botocore.exceptions import ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotocoreConnectionError
 
+from tasks.aws_clients import error_code
+from tasks.embedder import THROTTLING_CODES
 from tasks.job_ledger import ENDED_STATUSES, JobLedger, JobRecord
 from tasks.job_service import Clock, JobService, JobState, PollSchedule, SystemClock
 from tasks.pacing import Pacer
@@ -47,13 +49,8 @@ from tasks.settings import AsyncJobSettings
 
 logger = logging.getLogger(__name__)
 
-THROTTLING_CODES = frozenset(
-    {"ThrottlingException", "ServiceQuotaExceededException", "TooManyRequestsException"}
-)
 SERVER_CODES = frozenset({"InternalServerException", "ServiceUnavailableException"})
 SUBMIT_RETRY_FIRST_SECONDS = 1.0
-# Codes of quarantined jobs that a later run may well not meet again: it plans the item again.
-TRANSIENT_JOB_CODES = frozenset({"job_failed", "job_deadline", "async_stage_failed"})
 
 
 class CollectError(RuntimeError):
@@ -155,7 +152,6 @@ class AsyncJobRunner:
         self._queue: deque[tuple[Unit, int]] = deque()
         self._due: list[tuple[float, int, str]] = []
         self._running: dict[str, Unit] = {}
-        self._units: dict[str, Unit] = {}
         self._counts = AsyncOutcome()
         self._submit_not_before = 0.0
         self._submit_backoff = SUBMIT_RETRY_FIRST_SECONDS
@@ -165,10 +161,10 @@ class AsyncJobRunner:
 
     def run(self, units: Iterable[Unit]) -> AsyncOutcome:
         """Take every unit to an end; returns the counts (the ledger holds the detail)."""
+        units = list(units)
         for unit in units:
-            self._units[unit.key] = unit
             self._resume(unit, self._ledger.latest(unit.key))
-        self._counts = replace(self._counts, jobs=len(self._units))
+        self._counts = replace(self._counts, jobs=len(units))
         while self._queue or self._running:
             self._submit_what_fits()
             self._poll_what_is_due()
@@ -320,7 +316,7 @@ class AsyncJobRunner:
         record = replace(record, throttled_calls=record.throttled_calls + 1)
         if self._past_deadline(unit, record, now):
             return
-        self._ledger_quietly(record)
+        self._ledger.remember_unwritten(record)  # counters only: not worth a write of their own
         interval = self._schedule.interval(record.status_calls, self._random.random())
         self._schedule_poll(unit.key, min(now + interval, self._deadline(record, now)))
         logger.debug(
@@ -345,7 +341,7 @@ class AsyncJobRunner:
     def _still_running(self, unit: Unit, record: JobRecord, now: float) -> None:
         if self._past_deadline(unit, record, now):
             return
-        self._ledger_quietly(record)
+        self._ledger.remember_unwritten(record)  # counters only: not worth a write of their own
         interval = self._schedule.interval(record.status_calls, self._random.random())
         self._schedule_poll(unit.key, min(now + interval, self._deadline(record, now)))
 
@@ -411,14 +407,9 @@ class AsyncJobRunner:
         if self._progress is not None:
             self._progress(counts, len(self._running), len(self._queue))
 
-    def _ledger_quietly(self, record: JobRecord) -> None:
-        """Keep a record's counters in memory only: a poll that changes nothing is not worth a
-        write, and the next change (or the final compaction) carries the counters along."""
-        self._ledger.remember_unwritten(record)
-
 
 def _error_code(err: ClientError) -> str:
-    return str(err.response.get("Error", {}).get("Code", "ClientError"))
+    return error_code(err) or "ClientError"
 
 
 def _error_message(err: ClientError) -> str:

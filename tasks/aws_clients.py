@@ -13,6 +13,7 @@ from __future__ import annotations
 import boto3
 from botocore.client import BaseClient
 from botocore.config import Config
+from botocore.exceptions import ClientError
 
 # botocore's "max_attempts" counts retries after the first attempt: 5 means up to 6 attempts.
 MAX_ATTEMPTS = 5
@@ -57,3 +58,8 @@ def s3vectors_client(max_connections: int = 16) -> BaseClient:
 def s3_client() -> BaseClient:
     """An S3 client (objects, manifests, async job output), 5 retries per call."""
     return _client("s3", _config(max_connections=10, read_timeout_s=60))
+
+
+def error_code(error: ClientError) -> str:
+    """The service's error code of ``error`` (``ThrottlingException``, ``NoSuchKey``…), or ""."""
+    return str(error.response.get("Error", {}).get("Code", ""))

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from botocore.client import BaseClient
 from botocore.exceptions import ClientError, ParamValidationError
 
+from tasks.aws_clients import error_code
 from tasks.corpus_manifest import ManifestRow, Rejection
 from tasks.corpus_modality import (
     SNIFF_BYTES,
@@ -201,7 +202,7 @@ def _access_rejection(error: ClientError, obj: S3Object, client: BaseClient) -> 
 
 
 def _error_code_and_status(error: ClientError) -> tuple[str, int | None]:
-    code = str(error.response.get("Error", {}).get("Code", ""))
+    code = error_code(error)
     return code, error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
 
 

@@ -18,6 +18,8 @@ from boto3.s3.transfer import TransferConfig
 from botocore.client import BaseClient
 from botocore.exceptions import ClientError
 
+from tasks.aws_clients import error_code
+
 _MISSING_KEY_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
 _MISSING_BUCKET_CODES = frozenset({"NoSuchBucket"})
 _FORBIDDEN_CODES = frozenset({"403", "AccessDenied", "Forbidden"})
@@ -59,10 +61,6 @@ def joined_s3_uri(base: str, *parts: str) -> str:
     return base.rstrip("/") + "/" + "/".join(pieces)
 
 
-def _code(error: ClientError) -> str:
-    return str(error.response.get("Error", {}).get("Code", ""))
-
-
 def _forbidden(uri: str, action: str) -> S3ObjectError:
     return S3ObjectError(
         "object_forbidden",
@@ -83,14 +81,14 @@ def ensured_bucket(s3: BaseClient, uri: str, create: bool) -> bool:
         s3.head_bucket(Bucket=bucket)
         return False
     except ClientError as error:
-        if _code(error) in _FORBIDDEN_CODES:
+        if error_code(error) in _FORBIDDEN_CODES:
             raise S3ObjectError(
                 "bucket_forbidden",
                 f"access denied to S3 bucket {bucket!r} (for {uri}) (403): it may belong to "
                 f"another account, or the credentials in use lack s3:ListBucket on it; grant "
                 f"access or set {_SETTINGS_HINT} to a bucket you own",
             ) from error
-        if _code(error) not in _MISSING_KEY_CODES | _MISSING_BUCKET_CODES:
+        if error_code(error) not in _MISSING_KEY_CODES | _MISSING_BUCKET_CODES:
             raise
     if not create:
         raise S3ObjectError(
@@ -106,9 +104,9 @@ def ensured_bucket(s3: BaseClient, uri: str, create: bool) -> bool:
     try:
         s3.create_bucket(**arguments)
     except ClientError as error:
-        if _code(error) == "BucketAlreadyOwnedByYou":
+        if error_code(error) == "BucketAlreadyOwnedByYou":
             return False  # created by a concurrent run between our HEAD and CREATE
-        if _code(error) == "BucketAlreadyExists":
+        if error_code(error) == "BucketAlreadyExists":
             raise S3ObjectError(
                 "bucket_forbidden",
                 f"S3 bucket name {bucket!r} (for {uri}) is taken by another account: "
@@ -151,7 +149,7 @@ def staged_input(
             return target
     except ClientError as error:
         # A writer without s3:ListBucket gets 403 for a missing key: upload and let S3 decide.
-        if _code(error) not in _MISSING_KEY_CODES | _FORBIDDEN_CODES:
+        if error_code(error) not in _MISSING_KEY_CODES | _FORBIDDEN_CODES:
             raise
     transfer = TransferConfig(
         multipart_threshold=multipart_threshold_bytes,
@@ -175,7 +173,7 @@ def _get_object(s3: BaseClient, uri: str) -> dict[str, Any]:
     try:
         return s3.get_object(Bucket=bucket, Key=key)
     except ClientError as error:
-        code = _code(error)
+        code = error_code(error)
         if code in _MISSING_KEY_CODES:
             raise ObjectMissingError(uri) from error
         if code in _MISSING_BUCKET_CODES:
@@ -231,9 +229,9 @@ def first_existing(s3: BaseClient, uris: Iterable[str]) -> str | None:
             s3.head_object(Bucket=bucket, Key=key)
             return uri
         except ClientError as error:
-            if _code(error) in _FORBIDDEN_CODES:
+            if error_code(error) in _FORBIDDEN_CODES:
                 forbidden = forbidden or uri
-            elif _code(error) not in _MISSING_KEY_CODES | _MISSING_BUCKET_CODES:
+            elif error_code(error) not in _MISSING_KEY_CODES | _MISSING_BUCKET_CODES:
                 raise
     if forbidden is not None:
         raise _forbidden(forbidden, "looking for")

@@ -45,7 +45,7 @@ from tasks.async_results import (
     result_file_names,
     segment_key,
 )
-from tasks.aws_clients import bedrock_runtime_client, s3_client
+from tasks.aws_clients import bedrock_runtime_client, error_code, s3_client
 from tasks.embedder import ACCOUNT_CODES
 from tasks.images import PreparationError
 from tasks.job_ledger import ENDED_STATUSES, JobLedger, JobRecord
@@ -281,7 +281,7 @@ def is_configuration_error(error: BaseException | None) -> bool:
     if isinstance(error, S3ObjectError):
         return error.code in ("bucket_missing", "bucket_forbidden")
     if isinstance(error, ClientError):
-        return error.response.get("Error", {}).get("Code") in ACCOUNT_CODES
+        return error_code(error) in ACCOUNT_CODES
     return False
 
 

@@ -21,6 +21,7 @@ import numpy as np
 from botocore.client import BaseClient
 from botocore.exceptions import ClientError
 
+from tasks.aws_clients import error_code
 from tasks.pacing import Pacer
 from tasks.settings import IndexSettings
 
@@ -306,7 +307,7 @@ def _write(
         try:
             call(**request)
         except ClientError as err:
-            code = err.response.get("Error", {}).get("Code")
+            code = error_code(err)
             if code not in _RETRYABLE_CODES or attempt == MAX_WRITE_ATTEMPTS:
                 raise
             logger.info("%s of %d vectors: %s, slowing down", operation, vectors, code)
@@ -320,7 +321,7 @@ def _absent(get: Any) -> bool:
     try:
         get()
     except ClientError as err:
-        if err.response.get("Error", {}).get("Code") == "NotFoundException":
+        if error_code(err) == "NotFoundException":
             return True
         raise
     return False
@@ -330,7 +331,7 @@ def _tolerating_conflict(create: Any) -> None:
     try:
         create()
     except ClientError as err:
-        if err.response.get("Error", {}).get("Code") != "ConflictException":
+        if error_code(err) != "ConflictException":
             raise
 
 
