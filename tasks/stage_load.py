@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from itertools import chain
 from typing import Any
@@ -167,6 +167,20 @@ def committed_state(settings: NovaflowSettings, run_id: str) -> int:
             ["item_id", "uri", "fingerprint", "modality", "metadata_json"],
         )
     }
+
+    def entry(item_id: str, keys: Iterable[str], status: str) -> StateEntry:
+        source = manifest[item_id]
+        return StateEntry(
+            item_id=item_id,
+            uri=source["uri"],
+            fingerprint=source["fingerprint"],
+            config_hash=config_hash,
+            keys=tuple(sorted(keys)),
+            status=status,
+            modality=source["modality"],
+            metadata_json=source["metadata_json"],
+        )
+
     planned = _column_rows(store, [store.plan_path(run_id)], ["item_id", "change"])
     for row in planned:
         item_id, change = row["item_id"], row["change"]
@@ -176,47 +190,19 @@ def committed_state(settings: NovaflowSettings, run_id: str) -> int:
         if change == "unchanged":
             continue
         codes = failure_codes.get(item_id, set())
-        source = manifest[item_id]
         if codes & TRANSIENT_CODES:
             if embedded.get(item_id):
                 previous = state.get(item_id)
                 held = set(previous.keys if previous else ()) | set(embedded[item_id])
-                state[item_id] = StateEntry(
-                    item_id=item_id,
-                    uri=source["uri"],
-                    fingerprint=source["fingerprint"],
-                    config_hash=config_hash,
-                    keys=tuple(sorted(held)),
-                    status="incomplete",
-                    modality=source["modality"],
-                    metadata_json=source["metadata_json"],
-                )
+                state[item_id] = entry(item_id, held, "incomplete")
             continue
-        state[item_id] = StateEntry(
-            item_id=item_id,
-            uri=source["uri"],
-            fingerprint=source["fingerprint"],
-            config_hash=config_hash,
-            keys=tuple(sorted(embedded.get(item_id, []))),
-            status="quarantined" if codes else "complete",
-            modality=source["modality"],
-            metadata_json=source["metadata_json"],
-        )
+        status = "quarantined" if codes else "complete"
+        state[item_id] = entry(item_id, embedded.get(item_id, []), status)
     # Items that failed planning through their own fault (corrupt, encrypted, empty …) have no
     # vectors; remembering them keeps an unchanged corpus from being planned again.
     for item_id, codes in failure_codes.items():
         if item_id in manifest and item_id not in state and not codes & TRANSIENT_CODES:
-            source = manifest[item_id]
-            state[item_id] = StateEntry(
-                item_id,
-                source["uri"],
-                source["fingerprint"],
-                config_hash,
-                (),
-                "quarantined",
-                source["modality"],
-                source["metadata_json"],
-            )
+            state[item_id] = entry(item_id, (), "quarantined")
     return write_state(store, index.vector_bucket, index.index, state.values())
 
 

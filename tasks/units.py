@@ -8,7 +8,6 @@ can be trusted before a backfill.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,11 +68,11 @@ def expanded_item(
         )
     if item.modality == "text":
         text = decoded_text(local_path.read_bytes(), item.encoding)
-        tokens_estimate = math.ceil(len(text) / CHARS_PER_TOKEN_ESTIMATE)
-        text_cost = tokens_estimate * prices.text_per_million_tokens / 1_000_000
         if len(text) > settings.async_text_over_chars:
             # Nova reads it from S3 and cuts it itself; the segment keys are known at the end.
-            _checked(checked_async_input, "text", item.size_bytes, settings, char_count=len(text))
+            _async_checked(item, settings, char_count=len(text))
+            tokens_estimate = math.ceil(len(text) / CHARS_PER_TOKEN_ESTIMATE)
+            text_cost = tokens_estimate * prices.text_per_million_tokens / 1_000_000
             unit = Unit(
                 key=item.item_id,
                 kind="text",
@@ -120,13 +119,7 @@ def expanded_item(
             return Expansion((unit,), cost)
         # Longer media go to an async job whose segment keys are only known when it ends: the
         # placeholder, keyed by the item, stands for all of them in the plan and the ledger.
-        _checked(
-            checked_async_input,
-            item.modality,
-            item.size_bytes,
-            settings,
-            duration_seconds=facts.duration_seconds,
-        )
+        _async_checked(item, settings, duration_seconds=facts.duration_seconds)
         placeholder = Unit(
             key=item.item_id,
             kind=item.modality,
@@ -139,10 +132,21 @@ def expanded_item(
     raise PreparationError("unsupported_type", f"novaflow cannot embed {item.modality!r} items")
 
 
-def _checked(check: Callable[..., int], *args: object, **kwargs: object) -> int:
-    """``check``'s answer, its AsyncInputError turned into the PreparationError planning
+def _async_checked(
+    item: Item,
+    settings: EmbeddingSettings,
+    duration_seconds: float | None = None,
+    char_count: int | None = None,
+) -> None:
+    """Check ``item`` against the async limits; a breach is the PreparationError planning
     quarantines an item with."""
     try:
-        return check(*args, **kwargs)
+        checked_async_input(
+            item.modality,  # type: ignore[arg-type]
+            item.size_bytes,
+            settings,
+            duration_seconds=duration_seconds,
+            char_count=char_count,
+        )
     except AsyncInputError as err:
         raise PreparationError(err.code, str(err)) from None
