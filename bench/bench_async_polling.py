@@ -32,11 +32,11 @@ from typing import Any
 
 from emulator.app import Emulator, EmulatorSettings
 from emulator.misbehaviour import AsyncJobBehaviour
-from tasks.async_jobs import AsyncJobRunner, Collected, Submission
-from tasks.async_requests import client_request_token, start_async_invoke_arguments
 from tasks.aws_clients import bedrock_runtime_client
+from tasks.demo.sample_media import sample_audio
 from tasks.job_ledger import JobLedger
-from tasks.job_service import (
+from tasks.jobs.runner import AsyncJobRunner, Collected, Submission
+from tasks.jobs.service import (
     BedrockJobService,
     Clock,
     JobService,
@@ -44,8 +44,8 @@ from tasks.job_service import (
     PollSchedule,
     SystemClock,
 )
+from tasks.nova.segmented import client_request_token, start_async_invoke_arguments
 from tasks.records import Unit
-from tasks.sample_media import sample_audio
 from tasks.settings import AsyncJobSettings, EmbeddingSettings
 from tasks.store import CheckpointStore
 

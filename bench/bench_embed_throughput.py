@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from emulator.app import Emulator, EmulatorSettings
 from emulator.misbehaviour import Misbehaviour
 from tasks.aws_clients import bedrock_runtime_client
-from tasks.embedder import Embedder, WorkItem
-from tasks.nova_requests import Payload, invoke_model_body
+from tasks.embed.embedder import Embedder, WorkItem
+from tasks.nova.requests import Payload, invoke_model_body
 from tasks.pacing import Pacer
 from tasks.records import Failure
 from tasks.settings import EmbeddingSettings, ThroughputSettings

@@ -42,7 +42,7 @@ import numpy as np
 import simplejpeg
 from PIL import Image
 
-from tasks.pdf_pages import PageRenderer, pymupdf_module
+from tasks.media.pdf_pages import PageRenderer, pymupdf_module
 from tasks.settings import EmbeddingSettings
 
 PAGES = 40

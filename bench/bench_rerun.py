@@ -21,7 +21,7 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 from emulator.app import Emulator, EmulatorSettings
 from emulator.misbehaviour import Misbehaviour
 from flows.reembed import ReembedParameters, reembed
-from tasks.demo_corpus import generate_demo_corpus
+from tasks.demo.corpus import generate_demo_corpus
 from tasks.settings import IndexSettings, NovaflowSettings, ThroughputSettings
 
 

@@ -113,11 +113,11 @@ def command_run(args: argparse.Namespace, store: str | None = None) -> int:
     """``novaflow run``: the whole job; exit 0 when every unit ended embedded or quarantined."""
     _quiet_prefect()
     from flows.reembed import ReembedParameters, reembed
-    from tasks.summary import summary_lines
+    from tasks.report.summary import summary_lines
 
     settings = _settings(args, store)
     if getattr(args, "resume", False):
-        from tasks.stage_plan import unfinished_run
+        from tasks.plan.stage import unfinished_run
         from tasks.store import CheckpointStore
 
         args.run_id = unfinished_run(CheckpointStore(settings.store))
@@ -145,7 +145,7 @@ def command_run(args: argparse.Namespace, store: str | None = None) -> int:
 def command_plan(args: argparse.Namespace) -> int:
     """``novaflow plan``: a dry run a user can trust; prints the plan and its estimated cost."""
     from flows.reembed import new_run_id
-    from tasks.stage_plan import CorpusSource, planned_run
+    from tasks.plan.stage import CorpusSource, planned_run
 
     settings = _settings(args)
     run_id = new_run_id()
@@ -171,7 +171,7 @@ def command_plan(args: argparse.Namespace) -> int:
 
 def command_search(args: argparse.Namespace) -> int:
     """``novaflow search``: the nearest units to a text or file, with where they come from."""
-    from tasks.search import search_index
+    from tasks.index.search import search_index
 
     if (args.query is None) == (args.file is None):
         print("novaflow search: give a text query or --file, not both", file=sys.stderr)
@@ -189,7 +189,7 @@ def command_search(args: argparse.Namespace) -> int:
 
 def command_demo(args: argparse.Namespace) -> int:
     """``novaflow demo``: generate the demo corpus and run the whole job on the stand-in."""
-    from tasks.demo_corpus import generate_demo_corpus
+    from tasks.demo.corpus import generate_demo_corpus
 
     workdir: Path = args.workdir
     corpus = generate_demo_corpus(workdir / "corpus")
@@ -228,7 +228,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return emulator_main(args_list[1:])
     args = _parser().parse_args(args_list)
     if args.command == "tour":
-        from tasks.stand_in_tour import main as tour_main
+        from tasks.demo.tour import main as tour_main
 
         return tour_main()
     commands = {

@@ -27,7 +27,10 @@ from prefect.futures import PrefectFuture, as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from tasks.async_jobs import AsyncOutcome
+from tasks.embed.stage import ShardOutcome, quarantined_shard
+from tasks.jobs.runner import AsyncOutcome
+from tasks.jobs.stage import quarantined_async_units
+from tasks.plan.stage import CorpusSource
 from tasks.prefect_tasks import (
     commit_state,
     embed_async,
@@ -36,11 +39,8 @@ from tasks.prefect_tasks import (
     load_index,
     plan_run,
 )
+from tasks.report.summary import RunSummary, run_summary, summary_lines, summary_markdown
 from tasks.settings import NovaflowSettings
-from tasks.stage_async import quarantined_async_units
-from tasks.stage_embed import ShardOutcome, quarantined_shard
-from tasks.stage_plan import CorpusSource
-from tasks.summary import RunSummary, run_summary, summary_lines, summary_markdown
 
 SHARDS_IN_PARALLEL = 2  # each shard already runs `throughput.concurrency` model calls at once
 ASYNC_STAGES = 1  # the one task that submits and polls every async job of the run

@@ -14,13 +14,13 @@ from prefect.client.schemas.objects import State, TaskRun
 from prefect.concurrency.sync import concurrency
 from prefect.tasks import exponential_backoff
 
-from tasks.async_jobs import AsyncOutcome
-from tasks.plan import PlanTotals
+from tasks.embed.stage import ShardOutcome, embedded_shard
+from tasks.index.stage import LoadOutcome, committed_state, gathered_failures, loaded_index
+from tasks.jobs.runner import AsyncOutcome
+from tasks.jobs.stage import embedded_async_units, is_configuration_error
+from tasks.plan.diff import PlanTotals
+from tasks.plan.stage import CorpusSource, planned_run
 from tasks.settings import NovaflowSettings
-from tasks.stage_async import embedded_async_units, is_configuration_error
-from tasks.stage_embed import ShardOutcome, embedded_shard
-from tasks.stage_load import LoadOutcome, committed_state, gathered_failures, loaded_index
-from tasks.stage_plan import CorpusSource, planned_run
 
 
 @task(name="plan-run")

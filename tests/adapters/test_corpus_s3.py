@@ -15,7 +15,7 @@ from botocore.client import BaseClient
 from botocore.stub import Stubber
 
 from emulator.app import Emulator
-from tasks.corpus import (
+from tasks.corpus.resolve import (
     ListedObject,
     ManifestRow,
     crawled_rows,
@@ -23,8 +23,8 @@ from tasks.corpus import (
     manifest_rows,
     resolved_items,
 )
+from tasks.demo.sample_media import sample_image
 from tasks.records import Failure, Item
-from tasks.sample_media import sample_image
 
 
 @pytest.fixture

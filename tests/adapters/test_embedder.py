@@ -14,11 +14,11 @@ from botocore.stub import Stubber
 from emulator.app import Emulator
 from emulator.misbehaviour import Misbehaviour
 from tasks.aws_clients import bedrock_runtime_client
-from tasks.embedder import EmbeddedUnit, Embedder
-from tasks.nova_requests import Payload
+from tasks.demo.sample_media import garbage, sample_audio, sample_image, sample_video
+from tasks.embed.embedder import EmbeddedUnit, Embedder
+from tasks.nova.requests import Payload
 from tasks.pacing import Pacer
 from tasks.records import Failure
-from tasks.sample_media import garbage, sample_audio, sample_image, sample_video
 from tasks.settings import EmbeddingSettings, ThroughputSettings
 
 DIMENSION = 256

@@ -13,7 +13,7 @@ from botocore.client import BaseClient
 from botocore.stub import Stubber
 
 from emulator.app import DUMMY_ACCESS_KEY_ID, DUMMY_SECRET_ACCESS_KEY, Emulator
-from tasks.s3_objects import (
+from tasks.jobs.staging import (
     ObjectMissingError,
     S3ObjectError,
     ensured_bucket,

@@ -15,9 +15,7 @@ from botocore.exceptions import ClientError
 from emulator.app import Emulator
 from emulator.misbehaviour import Misbehaviour
 from tasks.aws_clients import s3vectors_client
-from tasks.pacing import Pacer
-from tasks.settings import IndexSettings
-from tasks.vector_index import (
+from tasks.index.vectors import (
     IndexMismatchError,
     delete_vectors,
     ensure_index,
@@ -25,6 +23,8 @@ from tasks.vector_index import (
     put_vectors,
     query,
 )
+from tasks.pacing import Pacer
+from tasks.settings import IndexSettings
 
 DIMENSION = 64
 _names = itertools.count()

@@ -17,7 +17,7 @@ from typing import Any
 import boto3
 import pytest
 
-from tasks.sample_media import sample_audio
+from tasks.demo.sample_media import sample_audio
 from tests.e2e.emulator_process import BIN, running_emulator
 
 REPO = Path(__file__).resolve().parents[2]
@@ -82,7 +82,7 @@ def test_demo_runs_the_whole_job_then_search_finds_its_units(tmp_path: Path) -> 
 
 
 def test_plan_is_a_dry_run_with_a_cost(tmp_path: Path) -> None:
-    from tasks.demo_corpus import generate_demo_corpus
+    from tasks.demo.corpus import generate_demo_corpus
 
     corpus = generate_demo_corpus(tmp_path / "corpus")
     plan = _novaflow(tmp_path, "plan", "--manifest", str(corpus.manifest), "--store", "store")

@@ -51,7 +51,7 @@ def test_a_plain_boto3_script_tours_every_api_with_only_the_printed_variables(
     printed_variables: dict[str, str],
 ) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "tasks.stand_in_tour"],
+        [sys.executable, "-m", "tasks.demo.tour"],
         env=_clean_env(**printed_variables),
         capture_output=True,
         text=True,

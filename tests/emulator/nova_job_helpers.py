@@ -20,7 +20,7 @@ from emulator.errors import ServiceError
 from emulator.misbehaviour import AsyncJobBehaviour
 from emulator.nova.service import NOVA_MODEL_ID, NovaRuntime
 from emulator.objects import MemoryObjectStore
-from tasks import sample_media
+from tasks.demo import sample_media
 
 OUTPUT_PREFIX = "s3://results/runs/"
 CLIP_URI = "s3://media/long-clip.mp4"

@@ -19,7 +19,7 @@ from botocore.exceptions import ClientError
 
 from emulator.app import Emulator
 from emulator.misbehaviour import AsyncJobBehaviour, Misbehaviour
-from tasks import sample_media
+from tasks.demo import sample_media
 
 MODEL_ID = "amazon.nova-2-multimodal-embeddings-v1:0"
 CLIP_SECONDS = 40.0

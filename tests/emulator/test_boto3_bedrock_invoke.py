@@ -19,7 +19,7 @@ from botocore.exceptions import ClientError
 
 from emulator.app import Emulator
 from emulator.misbehaviour import Misbehaviour
-from tasks import sample_media
+from tasks.demo import sample_media
 
 MODEL_ID = "amazon.nova-2-multimodal-embeddings-v1:0"
 MODEL_ARN = f"arn:aws:bedrock:us-east-1::foundation-model/{MODEL_ID}"

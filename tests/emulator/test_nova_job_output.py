@@ -13,7 +13,7 @@ from emulator.misbehaviour import AsyncJobBehaviour
 from emulator.nova import media, vectors
 from emulator.nova.service import NOVA_MODEL_ID, NovaRuntime
 from emulator.objects import MemoryObjectStore
-from tasks import sample_media
+from tasks.demo import sample_media
 from tests.emulator import nova_job_helpers as helpers
 from tests.emulator.nova_job_helpers import (
     CLIP_URI,

@@ -17,7 +17,7 @@ from emulator.nova.media import (
     probe_media,
     sniff_image_format,
 )
-from tasks import sample_media
+from tasks.demo import sample_media
 
 CLIP_SECONDS = 4.0
 LONG_CLIP_SECONDS = 45.0

@@ -16,7 +16,7 @@ from emulator.errors import ServiceError
 from emulator.nova import media, schema, vectors
 from emulator.nova.service import NOVA_MODEL_ID, NovaRuntime
 from emulator.objects import MemoryObjectStore
-from tasks import sample_media
+from tasks.demo import sample_media
 
 Mutation = Callable[[dict[str, Any]], None]
 PNG = sample_media.sample_image(1, "png")

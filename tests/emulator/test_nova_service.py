@@ -17,7 +17,7 @@ from emulator.errors import ServiceError
 from emulator.nova import vectors
 from emulator.nova.service import NOVA_MODEL_ID, NovaRuntime
 from emulator.objects import MemoryObjectStore
-from tasks import sample_media
+from tasks.demo import sample_media
 
 DIMENSIONS = (256, 384, 1024, 3072)
 

@@ -23,7 +23,7 @@ from emulator.nova.vectors import (
     truncated_text,
     video_embedding,
 )
-from tasks import sample_media
+from tasks.demo import sample_media
 
 RATE = 8000
 Clip = tuple[np.ndarray, np.ndarray, np.ndarray]  # timestamps, frames, samples
@@ -108,7 +108,7 @@ def test_vectors_are_the_same_in_another_process() -> None:
     script = (
         "import sys, numpy as np\n"
         "from emulator.nova import vectors as v\n"
-        "from tasks import sample_media as s\n"
+        "from tasks.demo import sample_media as s\n"
         "px = s.sample_pixels(1)\n"
         "tone = s.tone_samples(1, 2.0, 8000)\n"
         "parts = [v.text_embedding('Hello, world of foxes', 256),\n"

@@ -14,8 +14,9 @@ from botocore.client import BaseClient
 from emulator.app import Emulator
 from emulator.misbehaviour import AsyncJobBehaviour, Misbehaviour
 from flows.reembed import ReembedParameters, reembed
+from tasks.demo.sample_media import sample_audio, sample_video
 from tasks.job_ledger import JobLedger
-from tasks.sample_media import sample_audio, sample_video
+from tasks.report.summary import RunSummary
 from tasks.settings import (
     AsyncJobSettings,
     EmbeddingSettings,
@@ -24,7 +25,6 @@ from tasks.settings import (
     ThroughputSettings,
 )
 from tasks.store import CheckpointStore
-from tasks.summary import RunSummary
 
 SEGMENT_SECONDS = 15
 MISBEHAVING_RUN_ID = "misbehaving-2"

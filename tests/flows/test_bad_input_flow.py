@@ -13,10 +13,10 @@ import pymupdf
 
 from emulator.app import Emulator
 from flows.reembed import ReembedParameters, reembed
-from tasks.sample_media import garbage, sample_image, truncated
+from tasks.demo.sample_media import garbage, sample_image, truncated
 from tasks.settings import IndexSettings, NovaflowSettings, ThroughputSettings
 from tasks.store import CheckpointStore
-from tests.unit.test_pdf_pages import zero_page_pdf
+from tests.unit.media.test_pdf_pages import zero_page_pdf
 
 
 def _pdf(path: Path, width: float = 595, height: float = 842, password: str | None = None) -> None:

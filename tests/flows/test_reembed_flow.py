@@ -13,10 +13,10 @@ from botocore.client import BaseClient
 
 from emulator.app import Emulator
 from flows.reembed import ReembedParameters, reembed
-from tasks.demo_corpus import DemoCorpus, change_demo_corpus, generate_demo_corpus
+from tasks.demo.corpus import DemoCorpus, change_demo_corpus, generate_demo_corpus
+from tasks.report.summary import RunSummary
 from tasks.settings import IndexSettings, NovaflowSettings, ThroughputSettings
 from tasks.store import CheckpointStore
-from tasks.summary import RunSummary
 
 
 def _settings(tmp_path: Path) -> NovaflowSettings:

@@ -1,0 +1,453 @@
+"""The demo corpus: a small mixed-media corpus and its manifest, generated in code.
+
+Nothing is downloaded. ``generate_demo_corpus`` writes 3 PDFs, 6 images, 5 texts, 2 audio and 2
+video clips that should embed, plus 7 manifest rows that should be quarantined, each for a
+different reason (``BROKEN_ITEMS``). The same seed always gives byte-identical files, so a second
+run over an unchanged corpus finds nothing to re-embed; ``change_demo_corpus`` then makes the
+edits an incremental run should notice.
+
+The manifest (``manifest.jsonl`` in the corpus root) has one JSON object per line:
+``{"uri": "pdfs/river-ecology.pdf", "id": "pdf/river-ecology", "metadata": {...}}`` with an
+optional ``"modality"`` and, for text not in UTF-8, an ``"encoding"``; ``uri`` is relative to
+the root.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pymupdf
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+from tasks.demo.sample_media import garbage, sample_audio, sample_image, sample_video, truncated
+from tasks.records import Modality
+
+MANIFEST_NAME = "manifest.jsonl"
+ENCRYPTED_PDF_PASSWORD = "novaflow-demo"
+"""The user password of ``broken/encrypted.pdf``; the pipeline is never given it."""
+
+BROKEN_ITEMS: Mapping[str, str] = {
+    "broken/truncated-png": "PNG cut off halfway: the header parses, the pixel data ends early",
+    "broken/corrupt-pdf": "a %PDF header followed by random bytes: no objects, no pages",
+    "broken/encrypted-pdf": "AES-256 encrypted PDF that needs a user password to open",
+    "broken/empty-text": "a .txt file of 0 bytes: nothing to embed",
+    "broken/binary-text": "random bytes named .txt: not decodable as UTF-8 text",
+    "broken/missing-file": "the manifest row points at a file that does not exist",
+    "broken/outside-root": "the manifest row's path (../outside.txt) escapes the corpus root",
+}
+"""The ids of the manifest rows that should be quarantined, each with why."""
+
+IMAGE_FORMATS = ("png", "jpeg", "gif", "webp", "bmp", "tiff")
+"""``images/pattern-<n>`` is in the n-th of these (1-based); bmp and tiff need converting."""
+
+_PDF_PAGE_SIZE = (595, 842)  # A4 in points
+_MARGIN = 56
+_PDF_SAVE_OPTIONS: dict[str, Any] = {"garbage": 4, "deflate": True, "no_new_id": True}
+_LONG_TEXT_CHARS = 20_000
+
+
+@dataclass(frozen=True)
+class DemoCorpus:
+    """A generated corpus on disk.
+
+    ``good_files`` manifest rows should embed; ``broken_files`` rows (``BROKEN_ITEMS``) should be
+    quarantined, two of them because they point at no readable file. Together they are all the
+    rows of ``manifest``.
+    """
+
+    root: Path
+    manifest: Path
+    good_files: int
+    broken_files: int
+
+
+@dataclass(frozen=True)
+class DemoEntry:
+    """One manifest row and the bytes of its file (``None``: the row points at no file we write)."""
+
+    uri: str
+    item_id: str
+    metadata: Mapping[str, Any]
+    content: bytes | None
+    modality: Modality | None = None
+    encoding: str | None = None
+
+    def manifest_row(self) -> dict[str, Any]:
+        """The row as the manifest holds it: ``modality`` and ``encoding`` only when set."""
+        row = {"uri": self.uri, "id": self.item_id, "modality": self.modality}
+        row |= {"encoding": self.encoding, "metadata": dict(self.metadata)}
+        return {key: value for key, value in row.items() if value is not None}
+
+
+@dataclass(frozen=True)
+class PdfTopic:
+    """A demo PDF, ``pdfs/<slug>.pdf``: the title on page 1, its page count, its metadata year."""
+
+    slug: str
+    title: str
+    pages: int
+    year: int
+
+
+PDF_TOPICS = (
+    PdfTopic("river-ecology", "River Ecology", 3, 2022),
+    PdfTopic("bridge-engineering", "Bridge Engineering", 5, 2023),
+    PdfTopic("jazz-history", "Jazz History", 2, 2024),
+)
+"""The good PDFs; page 1 of each carries its title, later pages say which part they are."""
+
+# The sentences that the PDFs' pages and the long text's sections are written from.
+_SENTENCES = {
+    "river-ecology": """
+Rivers carry nutrients, sediment and organisms from headwater streams to the sea.
+Riffles oxygenate the water, while slow pools shelter fish during summer droughts.
+Mayfly and stonefly larvae are sensitive to pollution and serve as indicator species.
+Floodplain forests store floodwater and release it slowly back into the channel.
+Beavers build dams that raise water tables and create wetlands for amphibians.
+Salmon return upstream to spawn and bring marine nitrogen into inland food webs.
+""",
+    "bridge-engineering": """
+A beam bridge carries its load in bending, so its spans stay short without deep girders.
+Arches turn vertical loads into compression, which stone and concrete resist well.
+Suspension bridges hang the deck from cables draped over towers and anchored ashore.
+Engineers check every design for wind flutter since the collapse at Tacoma Narrows.
+Expansion joints let the deck grow and shrink with temperature without cracking.
+Steel trusses use triangles so that each member works in tension or compression.
+""",
+    "jazz-history": """
+Jazz grew in New Orleans from blues, ragtime, brass bands and church music.
+Louis Armstrong made the improvised solo the centre of the jazz performance.
+Swing orchestras led by Duke Ellington and Count Basie filled the dance halls.
+Bebop musicians such as Charlie Parker played fast, complex harmonic lines.
+Miles Davis explored modal jazz on Kind of Blue, built on slow-moving scales.
+""",
+    "astronomy-history": """
+Hipparchus catalogued the brightest stars and discovered the precession of the equinoxes.
+Ptolemy's Almagest described a sky of nested circles that lasted fourteen centuries.
+Al-Sufi's Book of Fixed Stars recorded the Andromeda nebula as a small cloud.
+Copernicus placed the Sun at the centre and set the Earth among the planets.
+Tycho Brahe measured planetary positions with instruments of unmatched precision.
+Kepler used Tycho's tables to show that planets move on ellipses, not circles.
+Galileo turned a telescope to Jupiter and found four moons circling it.
+William Herschel found Uranus and mapped the shape of the Milky Way by counting stars.
+Henrietta Leavitt found that Cepheid stars pulse at a pace set by their brightness.
+Edwin Hubble used Cepheids to show that the spiral nebulae are galaxies far beyond our own.
+Vera Rubin measured how galaxies rotate and found evidence of unseen dark matter.
+""",
+}
+
+# file name: (topic, year, encoding); None is UTF-8. Texts are hard-wrapped as people write them.
+_TEXT_FILES: dict[str, tuple[str, int, str | None]] = {
+    "sourdough-baking.txt": ("sourdough baking", 2021, None),
+    "alpine-cuisine.md": ("alpine cuisine", 2023, None),
+    "lisbon-tiles.txt": ("portuguese tiles", 2022, "latin-1"),
+    "tide-pools.txt": ("tide pools", 2024, None),
+    "astronomy-history.txt": ("history of astronomy", 2025, None),  # see long_text
+}
+_TEXTS = {
+    "sourdough-baking.txt": """Sourdough baking
+
+A sourdough starter is a living culture of wild yeast and lactic acid bacteria. Fed with flour
+and water every day, it leavens bread without commercial yeast. Long, cool fermentation gives a
+tangy flavour and an open crumb; bakers fold the dough instead of kneading it.
+""",
+    "alpine-cuisine.md": """# Alpine cuisine
+
+In Zürich and Genève, winter means fondue and raclette with melted Gruyère. Rösti — grated
+potato fried crisp in butter — comes with almost every meal, and in Chamonix a crème brûlée and
+a café crème follow a day on the slopes for about 12 €.
+""",
+    "lisbon-tiles.txt": """Lisbon tiles
+
+The azulejos of São Bento station tell the history of Portugal in blue and white. Tiles cover
+façades from Alfama to the Praça do Comércio, and workshops in the Açores and in Óbidos still
+paint them by hand.
+""",
+    "tide-pools.txt": """Tide pools
+
+At low tide, rocky shores hold pools of seawater full of life. Sea anemones close to keep from
+drying out, hermit crabs trade shells as they grow, and starfish pry open mussels with patient
+suction until the sea returns.
+""",
+}
+# Clip length in seconds: audio is a tone, video a bouncing square with the tone as its sound.
+# The long ones are over Nova's 30 s sync limit, so a demo run embeds them with async jobs.
+_CLIP_SECONDS = {
+    "audio/tone-1.wav": 6.0,
+    "audio/tone-2.mp3": 8.0,
+    "video/clip-1.mp4": 6.0,
+    "video/clip-2.mp4": 10.0,
+    "audio/recording-long.mp3": 95.0,
+    "video/talk-long.mp4": 75.0,
+}
+LONG_CLIPS = ("audio/recording-long", "video/talk-long")
+_KINDS = {"pdfs": "pdf", "images": "image", "texts": "text", "audio": "audio", "video": "video"}
+
+
+def generate_demo_corpus(root: Path, seed: int = 0) -> DemoCorpus:
+    """Writes the demo corpus and its manifest under ``root`` and says what it holds.
+
+    The same ``seed`` gives byte-identical files and manifest. Files whose bytes are already
+    right are left untouched (timestamps included); files that are not part of it are never
+    deleted.
+    """
+    entries = demo_entries(seed)
+    for entry in entries:
+        if entry.content is not None:
+            _write_if_changed(root / entry.uri, entry.content)
+    manifest = root / MANIFEST_NAME
+    _write_if_changed(manifest, manifest_text([entry.manifest_row() for entry in entries]))
+    broken = sum(entry.item_id in BROKEN_ITEMS for entry in entries)
+    return DemoCorpus(root, manifest, good_files=len(entries) - broken, broken_files=broken)
+
+
+def change_demo_corpus(corpus: DemoCorpus, seed: int) -> list[str]:
+    """Edits the corpus as an incremental run should see it, and returns the ids it touched.
+
+    The ids are, in order: a PDF that lost its last page, a text file with a paragraph appended,
+    and an image deleted together with its manifest row (the item is gone, not broken). Nothing
+    else changes. ``seed`` picks which; the same seed on the same corpus makes the same edits.
+    Raises ``ValueError``, changing nothing, when no PDF has two pages or no text or image is
+    left.
+    """
+    rng = random.Random(f"change:{seed}")
+    rows = [json.loads(line) for line in corpus.manifest.read_text("utf-8").splitlines()]
+
+    def pick(folder: str, usable: Callable[[Path], bool] = Path.is_file) -> dict[str, Any]:
+        choices = [
+            r for r in rows if r["uri"].startswith(folder) and usable(corpus.root / r["uri"])
+        ]
+        if not choices:
+            raise ValueError(f"no file under {corpus.root / folder} is left to change")
+        return rng.choice(choices)
+
+    # All three are chosen before anything is written, so a corpus with nothing left to change
+    # is refused untouched.
+    pdf_row = pick("pdfs/", lambda path: path.is_file() and _page_count(path) > 1)
+    text_row, image_row = pick("texts/"), pick("images/")
+    pdf_path = corpus.root / pdf_row["uri"]
+    pdf_path.write_bytes(pdf_without_last_page(pdf_path.read_bytes()))
+    text_path, encoding = corpus.root / text_row["uri"], text_row.get("encoding", "utf-8")
+    addition = f"\nRevision {seed}: this paragraph was added after the first run.\n"
+    text_path.write_bytes((text_path.read_text(encoding) + addition).encode(encoding))
+    (corpus.root / image_row["uri"]).unlink()
+    corpus.manifest.write_text(manifest_text([r for r in rows if r is not image_row]), "utf-8")
+    return [pdf_row["id"], text_row["id"], image_row["id"]]
+
+
+def demo_entries(seed: int) -> tuple[DemoEntry, ...]:
+    """Every manifest row of the corpus for ``seed``, good ones first, with its file's bytes."""
+    entries = [
+        _good(f"pdfs/{topic.slug}.pdf", topic.title.lower(), topic.year, topic_pdf(topic, seed))
+        for topic in PDF_TOPICS
+    ]
+    for number, image_format in enumerate(IMAGE_FORMATS, 1):
+        uri = f"images/pattern-{number}.{image_format}"
+        image = sample_image(seed * 100 + number, image_format, width=320, height=240)
+        # Declared on one row only, so the pipeline's declared and inferred paths are both used.
+        modality: Modality | None = "image" if image_format == "tiff" else None
+        entries.append(_good(uri, "abstract pattern", 2019 + number, image, modality))
+    for name, (topic, year, encoding) in _TEXT_FILES.items():
+        text = _TEXTS[name] if name in _TEXTS else long_text(seed)
+        # Declared where guessing is unsafe: a .md file, and bytes that are not UTF-8.
+        modality = "text" if encoding or name.endswith(".md") else None
+        content = text.encode(encoding or "utf-8")
+        entries.append(_good(f"texts/{name}", topic, year, content, modality, encoding))
+    for number, (uri, seconds) in enumerate(_CLIP_SECONDS.items(), 1):
+        if uri.startswith("audio/"):
+            clip = sample_audio(seed * 100 + number, seconds, uri.rsplit(".", 1)[1])
+        else:
+            clip = sample_video(seed * 100 + number, seconds, "mp4", with_audio=True)
+        topic = "synthetic tone" if uri.startswith("audio/") else "bouncing square"
+        entries.append(_good(uri, topic, 2024, clip))
+    return (*entries, *broken_entries(seed))
+
+
+def broken_entries(seed: int) -> tuple[DemoEntry, ...]:
+    """The rows of ``BROKEN_ITEMS``, in that order, each broken in the way it says."""
+    png = sample_image(seed * 100 + 99, "png", width=320, height=240)
+    encrypted = encrypted_pdf("Encrypted report", ENCRYPTED_PDF_PASSWORD, seed)
+    files: dict[str, tuple[str, bytes | None]] = {
+        "broken/truncated-png": ("broken/truncated.png", truncated(png, 0.5)),
+        "broken/corrupt-pdf": ("broken/corrupt.pdf", b"%PDF-1.7\n" + garbage(seed, 4096)),
+        "broken/encrypted-pdf": ("broken/encrypted.pdf", encrypted),
+        "broken/empty-text": ("broken/empty.txt", b""),
+        "broken/binary-text": ("broken/binary.txt", garbage(seed + 1, 2048)),
+        "broken/missing-file": ("broken/missing.pdf", None),
+        # Never written: the pipeline must refuse the path before it looks for the file.
+        "broken/outside-root": ("../outside.txt", None),
+    }
+    return tuple(
+        DemoEntry(uri, item_id, _metadata("broken input", 2024), content)
+        for item_id, (uri, content) in files.items()
+    )
+
+
+def topic_pdf(topic: PdfTopic, seed: int) -> bytes:
+    """A ``topic.pages``-page PDF of readable text and vector drawings, the same for ``seed``.
+
+    Each page has a heading (the title on page 1), a paragraph of the topic's sentences, a bar
+    chart, circles and a frame; sentences, bars and circles vary by page and seed.
+    """
+    rng = random.Random(f"pdf:{topic.slug}:{seed}")
+    width, height = _PDF_PAGE_SIZE
+    document = pymupdf.open()
+    for number in range(1, topic.pages + 1):
+        page = document.new_page(width=width, height=height)
+        heading = topic.title if number == 1 else f"{topic.title}, part {number}"
+        page.insert_text((_MARGIN, 90), heading, fontsize=26 if number == 1 else 18)
+        page.draw_line((_MARGIN, 104), (width - _MARGIN, 104), color=(0.2, 0.3, 0.5), width=1.5)
+        paragraph = " ".join(rng.sample(_SENTENCES[topic.slug].strip().splitlines(), k=4))
+        page.insert_textbox((_MARGIN, 120, width - _MARGIN, 260), paragraph, fontsize=12)
+        _draw_bar_chart(page, pymupdf.Rect(_MARGIN, 300, width - _MARGIN, 560), rng)
+        for _ in range(3):
+            centre = (rng.uniform(100, width - 100), rng.uniform(640, 730))
+            fill = (rng.random(), rng.random(), rng.random())
+            page.draw_circle(centre, rng.uniform(15, 40), color=(0.1, 0.1, 0.1), fill=fill)
+        page.draw_rect((30, 30, width - 30, height - 30), color=(0.5, 0.5, 0.5))
+        footer = f"{topic.title}: page {number} of {topic.pages}"
+        page.insert_text((_MARGIN, height - 45), footer, fontsize=9)
+    document.set_metadata({"title": topic.title})  # no dates, so saving twice gives equal bytes
+    return document.tobytes(**_PDF_SAVE_OPTIONS)
+
+
+def pdf_without_last_page(pdf: bytes) -> bytes:
+    """``pdf`` (unencrypted, two pages or more) without its last page, saved reproducibly."""
+    with pymupdf.open(stream=pdf, filetype="pdf") as document:
+        document.delete_page(-1)
+        return document.tobytes(**_PDF_SAVE_OPTIONS)
+
+
+def encrypted_pdf(text: str, password: str, seed: int) -> bytes:
+    """A one-page PDF showing ``text`` (ASCII), AES-256 encrypted (V5 R6) for ``password``.
+
+    Written by hand because MuPDF draws the salts, file key and IVs from the operating system,
+    so a PDF it encrypts differs on every save; here they come from ``seed``. The owner password
+    is ``password + "-owner"``.
+    """
+    rng = random.Random(f"encrypted-pdf:{seed}")
+    file_key, salts = rng.randbytes(32), [rng.randbytes(8) for _ in range(4)]
+    user_pw, owner_pw = password.encode(), f"{password}-owner".encode()
+    user = _r6_hash(user_pw, salts[0]) + salts[0] + salts[1]
+    owner = _r6_hash(owner_pw, salts[2], user) + salts[2] + salts[3]
+    user_key = _aes(_r6_hash(user_pw, salts[1]), modes.CBC(bytes(16)), file_key)
+    owner_key = _aes(_r6_hash(owner_pw, salts[3], user), modes.CBC(bytes(16)), file_key)
+    permissions = -4  # all rights once open: the password is the obstacle, not the rights
+    perms_block = permissions.to_bytes(4, "little", signed=True) + b"\xff" * 4 + b"Tadb"
+    perms = _aes(file_key, modes.ECB(), perms_block + rng.randbytes(4))
+    content = f"BT /F1 24 Tf 72 720 Td ({text}) Tj ET".encode("ascii")
+    iv, padding = rng.randbytes(16), 16 - len(content) % 16
+    stream = iv + _aes(file_key, modes.CBC(iv), content + bytes([padding]) * padding)
+    encrypt = (
+        f"<< /Filter /Standard /V 5 /R 6 /Length 256 /P {permissions} /StmF /StdCF /StrF /StdCF"
+        " /CF << /StdCF << /AuthEvent /DocOpen /CFM /AESV3 /Length 32 >> >>"
+        f" /U <{user.hex()}> /O <{owner.hex()}> /UE <{user_key.hex()}> /OE <{owner_key.hex()}>"
+        f" /Perms <{perms.hex()}> >>"
+    )
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 5 0 R"
+        b" /Resources << /Font << /F1 4 0 R >> >> >>",
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+        b"<< /Length %d >>\nstream\n%s\nendstream" % (len(stream), stream),
+        encrypt.encode(),
+    ]
+    document_id = hashlib.sha256(f"{text}:{seed}".encode()).hexdigest()[:32]
+    return _pdf_file(objects, f"/Encrypt 6 0 R /ID [<{document_id}> <{document_id}>]")
+
+
+def long_text(seed: int) -> str:
+    """Numbered sections on the history of astronomy, just over ``_LONG_TEXT_CHARS`` characters:
+    long enough that the pipeline must cut it into several chunks."""
+    rng = random.Random(f"long-text:{seed}")
+    sentences = _SENTENCES["astronomy-history"].strip().splitlines()
+    parts = ["A short history of astronomy\n"]
+    while sum(map(len, parts)) < _LONG_TEXT_CHARS:
+        parts.append(f"\nSection {len(parts)}\n\n{' '.join(rng.sample(sentences, k=4))}\n")
+    return "".join(parts)
+
+
+def manifest_text(rows: list[dict[str, Any]]) -> str:
+    """JSONL for manifest ``rows``: one compact JSON object per line, in the order given."""
+    return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+
+
+def _metadata(topic: str, year: int) -> dict[str, Any]:
+    return {"topic": topic, "source": "demo", "year": year}
+
+
+def _good(
+    uri: str,
+    topic: str,
+    year: int,
+    content: bytes,
+    modality: Modality | None = None,
+    encoding: str | None = None,
+) -> DemoEntry:
+    """The entry of a file that should embed, with an id like ``pdf/river-ecology``."""
+    folder, name = uri.split("/", 1)
+    item_id = f"{_KINDS[folder]}/{name.rsplit('.', 1)[0]}"
+    return DemoEntry(uri, item_id, _metadata(topic, year), content, modality, encoding)
+
+
+def _page_count(pdf_path: Path) -> int:
+    with pymupdf.open(pdf_path) as document:
+        return document.page_count
+
+
+def _draw_bar_chart(page: pymupdf.Page, area: pymupdf.Rect, rng: random.Random) -> None:
+    page.draw_line(area.bl, area.tl, color=(0, 0, 0), width=1)
+    page.draw_line(area.bl, area.br, color=(0, 0, 0), width=1)
+    slot = area.width / 6
+    for index in range(6):
+        top = area.y1 - rng.uniform(0.15, 0.95) * area.height
+        left = area.x0 + index * slot + slot * 0.2
+        bar = pymupdf.Rect(left, top, left + slot * 0.6, area.y1)
+        page.draw_rect(bar, color=(0.1, 0.2, 0.4), fill=(0.3, 0.5, 0.8 - 0.1 * index))
+        page.insert_text((left, area.y1 + 14), f"Q{index + 1}", fontsize=9)
+
+
+def _r6_hash(password: bytes, salt: bytes, user_entry: bytes = b"") -> bytes:
+    """ISO 32000-2 algorithm 2.B: the hash behind the U, O, UE and OE entries of an R6 handler."""
+    digest, rounds = hashlib.sha256(password + salt + user_entry).digest(), 0
+    while True:
+        block = (password + digest + user_entry) * 64
+        encrypted = _aes(digest[:16], modes.CBC(digest[16:32]), block)
+        hash_name = ("sha256", "sha384", "sha512")[int.from_bytes(encrypted[:16], "big") % 3]
+        digest, rounds = hashlib.new(hash_name, encrypted).digest(), rounds + 1
+        if rounds >= 64 and encrypted[-1] <= rounds - 32:
+            return digest[:32]
+
+
+def _aes(key: bytes, mode: modes.Mode, data: bytes) -> bytes:
+    encryptor = Cipher(algorithms.AES(key), mode).encryptor()
+    return encryptor.update(data) + encryptor.finalize()
+
+
+def _pdf_file(objects: list[bytes], trailer_entries: str) -> bytes:
+    """A PDF file of ``objects`` (numbered from 1; the first is the catalog) with its xref."""
+    body, offsets = bytearray(b"%PDF-2.0\n%\xe2\xe3\xcf\xd3\n"), []
+    for number, content in enumerate(objects, 1):
+        offsets.append(len(body))
+        body += b"%d 0 obj\n%s\nendobj\n" % (number, content)
+    xref = len(body)
+    body += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    body += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
+    trailer = f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R {trailer_entries} >>\n"
+    return bytes(body + trailer.encode() + b"startxref\n%d\n%%%%EOF\n" % xref)
+
+
+def _write_if_changed(path: Path, content: bytes | str) -> None:
+    # Unchanged files keep their timestamps, so regenerating looks like no edit at all.
+    data = content.encode() if isinstance(content, str) else content
+    if path.is_file() and path.read_bytes() == data:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)

@@ -1,0 +1,315 @@
+"""Planning: the corpus against what the index holds, item by item.
+
+An item is re-embedded when its fingerprint or the embedding config hash changed, and only
+then. A changed item's keys that its new version no longer has (pages of a shorter PDF, chunks
+of a shorter text) are stale and deleted; every key of a removed item is deleted. An item that
+failed through its own fault is remembered as ``quarantined`` and left alone until it changes,
+so re-running an unchanged corpus makes no model call at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import pyarrow as pa
+
+from tasks import schemas
+from tasks.media.images import PreparationError
+from tasks.plan.units import expanded_item
+from tasks.records import Failure, Item, Unit, routed
+from tasks.settings import EmbeddingSettings, Prices
+from tasks.store import CheckpointStore
+
+Change = Literal["new", "changed", "unchanged", "removed"]
+CHANGES: tuple[Change, ...] = ("new", "changed", "unchanged", "removed")
+
+
+@dataclass(frozen=True)
+class StateEntry:
+    """What the index holds for one item: the version embedded, with which config, under which
+    keys, and whether that is all of it (``complete``), all it could be (``quarantined``) or
+    part of it after transient failures (``incomplete``, planned again by the next run)."""
+
+    item_id: str
+    uri: str
+    fingerprint: str
+    config_hash: str
+    keys: tuple[str, ...]
+    status: str = "complete"
+    modality: str = ""
+    metadata_json: str = "{}"
+
+
+@dataclass(frozen=True)
+class ItemPlan:
+    """What a run does with one item and why."""
+
+    item_id: str
+    uri: str
+    modality: str
+    change: Change
+    reason: str
+    units: tuple[Unit, ...] = ()
+    keys_to_delete: tuple[str, ...] = ()
+    estimated_cost_usd: float = 0.0
+    fingerprint: str = ""
+
+    @property
+    def sync_units(self) -> tuple[Unit, ...]:
+        """Units embedded with InvokeModel in this run."""
+        return routed(self.units, "sync")
+
+    @property
+    def async_units(self) -> tuple[Unit, ...]:
+        """Units left to async jobs."""
+        return routed(self.units, "async")
+
+
+def item_change(item: Item, previous: StateEntry | None, config_hash: str) -> tuple[Change, str]:
+    """Whether ``item`` is new, changed or unchanged against the index, and a reason to show."""
+    if previous is None:
+        return "new", "not in the index yet"
+    if previous.status == "incomplete":
+        return "changed", "an earlier run left it incomplete (transient failures)"
+    if previous.fingerprint != item.fingerprint:
+        return "changed", "content changed"
+    if previous.config_hash != config_hash:
+        return "changed", f"embedding settings changed ({previous.config_hash} → {config_hash})"
+    if previous.metadata_json != item.metadata_json:
+        # Vectors carry the item's metadata, so they are written again with the new one.
+        return "changed", "metadata changed"
+    if previous.status == "quarantined":
+        return "unchanged", "quarantined earlier; skipped until the file changes"
+    return "unchanged", "same content and settings"
+
+
+def planned_items(
+    items: Iterable[Item | Failure],
+    state: Mapping[str, StateEntry],
+    settings: EmbeddingSettings,
+    prices: Prices,
+    local_path_of: Callable[[Item], Path],
+) -> Iterator[ItemPlan | Failure]:
+    """One ItemPlan per current item, then one per removed item; Failures for bad items.
+
+    A changed item that can no longer be expanded (it became corrupt, say) is quarantined and
+    its old vectors are deleted, so the index never holds a version the corpus no longer has.
+    """
+    config_hash = settings.config_hash()
+    seen: set[str] = set()
+    for entry in items:
+        if isinstance(entry, Failure):
+            yield entry
+            continue
+        seen.add(entry.item_id)
+        previous = state.get(entry.item_id)
+        change, reason = item_change(entry, previous, config_hash)
+        old_keys = previous.keys if previous is not None else ()
+        common = {"item_id": entry.item_id, "uri": entry.uri, "modality": entry.modality}
+        if change == "unchanged":
+            yield ItemPlan(change=change, reason=reason, fingerprint=entry.fingerprint, **common)
+            continue
+        try:
+            expansion = expanded_item(entry, local_path_of(entry), settings, prices)
+        except (PreparationError, OSError) as exc:
+            code = getattr(exc, "code", "unreadable")
+            yield Failure(entry.item_id, entry.uri, "plan", code, str(exc))
+            if old_keys:
+                yield ItemPlan(
+                    change="changed",
+                    reason=f"now unusable ({code}); its old vectors are removed",
+                    keys_to_delete=old_keys,
+                    fingerprint=entry.fingerprint,
+                    **common,
+                )
+            continue
+        new_keys = {unit.key for unit in expansion.sync_units}
+        # Async segment keys are known only when a job ends; until then the old ones stay.
+        keep = new_keys if not expansion.async_units else new_keys | set(old_keys)
+        yield ItemPlan(
+            change=change,
+            reason=reason,
+            units=expansion.units,
+            keys_to_delete=tuple(key for key in old_keys if key not in keep),
+            estimated_cost_usd=expansion.estimated_cost_usd,
+            fingerprint=entry.fingerprint,
+            **common,
+        )
+    for item_id, previous in state.items():
+        if item_id not in seen:
+            yield ItemPlan(
+                item_id=item_id,
+                uri=previous.uri,
+                modality="",
+                change="removed",
+                reason="no longer in the corpus",
+                keys_to_delete=previous.keys,
+            )
+
+
+@dataclass
+class PlanTotals:
+    """Counts over a plan, as the summary and ``novaflow plan`` show them."""
+
+    items: dict[str, int] = field(default_factory=lambda: dict.fromkeys(CHANGES, 0))
+    units_to_embed: int = 0
+    async_units: int = 0
+    keys_to_delete: int = 0
+    failures: int = 0
+    shards: int = 0
+    estimated_cost_usd: float = 0.0
+
+    def add(self, plan: ItemPlan) -> None:
+        """Count one item's plan."""
+        self.items[plan.change] += 1
+        self.units_to_embed += len(plan.sync_units)
+        self.async_units += len(plan.async_units)
+        self.keys_to_delete += len(plan.keys_to_delete)
+        self.estimated_cost_usd += plan.estimated_cost_usd
+
+    @classmethod
+    def from_json(cls, document: dict[str, Any]) -> PlanTotals:
+        """The totals ``to_json`` wrote."""
+        return cls(
+            items=dict(document["items"]),
+            units_to_embed=int(document["units_to_embed"]),
+            async_units=int(document["async_units"]),
+            keys_to_delete=int(document["keys_to_delete"]),
+            failures=int(document["failures"]),
+            shards=int(document["shards"]),
+            estimated_cost_usd=float(document["estimated_cost_usd"]),
+        )
+
+    def to_json(self) -> dict[str, object]:
+        """A JSON-ready copy."""
+        return {
+            "items": dict(self.items),
+            "units_to_embed": self.units_to_embed,
+            "async_units": self.async_units,
+            "keys_to_delete": self.keys_to_delete,
+            "failures": self.failures,
+            "shards": self.shards,
+            "estimated_cost_usd": round(self.estimated_cost_usd, 6),
+        }
+
+
+def units_table(units: Iterable[Unit]) -> pa.Table:
+    """Units as a table in the ``schemas.UNITS`` layout."""
+    names = schemas.UNITS.names
+    rows = [{name: getattr(unit, name) for name in names} for unit in units]
+    return pa.Table.from_pylist(rows, schema=schemas.UNITS)
+
+
+def units_from_table(table: pa.Table) -> list[Unit]:
+    """The inverse of :func:`units_table`."""
+    return [Unit(**row) for row in table.to_pylist()]
+
+
+def failures_table(failures: Iterable[Failure]) -> pa.Table:
+    """Failures as a table in the ``schemas.FAILURES`` layout."""
+    names = schemas.FAILURES.names
+    rows = [{name: getattr(failure, name) for name in names} for failure in failures]
+    return pa.Table.from_pylist(rows, schema=schemas.FAILURES)
+
+
+def _plan_row(plan: ItemPlan) -> dict[str, object]:
+    return {
+        "item_id": plan.item_id,
+        "uri": plan.uri,
+        "modality": plan.modality,
+        "change": plan.change,
+        "reason": plan.reason,
+        "units_to_embed": len(plan.sync_units),
+        "async_units": len(plan.async_units),
+        "keys_to_delete": list(plan.keys_to_delete),
+        "estimated_cost_usd": plan.estimated_cost_usd,
+    }
+
+
+def write_plan(
+    store: CheckpointStore,
+    run_id: str,
+    plans: Iterable[ItemPlan | Failure],
+    shard_size: int,
+    batch_rows: int = 1000,
+) -> PlanTotals:
+    """Stream ``plans`` into the run's plan, shard files and plan failures; returns the totals.
+
+    Sync units are cut into shards of ``shard_size`` (the unit of work of one task run), in
+    plan order, so the same plan always yields the same shards.
+    """
+    totals = PlanTotals()
+    pending_units: list[Unit] = []
+    failures: list[Failure] = []
+    async_units: list[Unit] = []
+    rows: list[dict[str, object]] = []
+
+    def flush_shard() -> None:
+        totals.shards += 1
+        store.write_table(
+            store.shard_units_path(run_id, totals.shards), units_table(pending_units[:shard_size])
+        )
+        del pending_units[:shard_size]
+
+    with store.table_writer(store.plan_path(run_id), schemas.PLAN) as plan_writer:
+        for entry in plans:
+            if isinstance(entry, Failure):
+                failures.append(entry)
+                continue
+            totals.add(entry)
+            rows.append(_plan_row(entry))
+            pending_units.extend(entry.sync_units)
+            async_units.extend(entry.async_units)
+            while len(pending_units) >= shard_size:
+                flush_shard()
+            if len(rows) >= batch_rows:
+                plan_writer.write_table(pa.Table.from_pylist(rows, schema=schemas.PLAN))
+                rows.clear()
+        if rows:
+            plan_writer.write_table(pa.Table.from_pylist(rows, schema=schemas.PLAN))
+    while pending_units:
+        flush_shard()
+    totals.failures = len(failures)
+    store.write_table(
+        store.path("failures", f"run={run_id}", "plan.parquet"), failures_table(failures)
+    )
+    store.write_table(store.path("runs", run_id, "async_units.parquet"), units_table(async_units))
+    return totals
+
+
+def read_state(store: CheckpointStore, vector_bucket: str, index: str) -> dict[str, StateEntry]:
+    """The index's state by item id ({} before the first run)."""
+    path = store.state_path(vector_bucket, index)
+    if not store.exists(path):
+        return {}
+    table = store.read_table(path, schemas.STATE)
+    return {
+        row["item_id"]: StateEntry(**{**row, "keys": tuple(row["keys"])})
+        for row in table.to_pylist()
+    }
+
+
+def write_state(
+    store: CheckpointStore, vector_bucket: str, index: str, entries: Iterable[StateEntry]
+) -> int:
+    """Replace the index's state with ``entries`` (atomically); returns how many were written."""
+    rows = [
+        {
+            "item_id": entry.item_id,
+            "uri": entry.uri,
+            "fingerprint": entry.fingerprint,
+            "config_hash": entry.config_hash,
+            "keys": list(entry.keys),
+            "modality": entry.modality,
+            "metadata_json": entry.metadata_json,
+            "status": entry.status,
+        }
+        for entry in sorted(entries, key=lambda e: e.item_id)
+    ]
+    store.write_table(
+        store.state_path(vector_bucket, index), pa.Table.from_pylist(rows, schema=schemas.STATE)
+    )
+    return len(rows)

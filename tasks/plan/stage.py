@@ -1,0 +1,156 @@
+"""Stage 1 of a run: resolve the corpus, diff it against the index's state and write the plan.
+
+A run's manifest and plan are written once; a run restarted with the same id reuses them, so
+it redoes no planning and cuts the same shards.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+
+from tasks import schemas
+from tasks.aws_clients import s3_client
+from tasks.corpus.resolve import crawled_rows, manifest_directory, manifest_rows, resolved_items
+from tasks.plan.diff import PlanTotals, failures_table, planned_items, read_state, write_plan
+from tasks.records import Failure, Item
+from tasks.settings import NovaflowSettings
+from tasks.store import CheckpointStore
+
+
+@dataclass(frozen=True)
+class CorpusSource:
+    """Where the corpus comes from: a manifest file, or a directory / ``s3://`` prefix to crawl.
+
+    ``root`` bounds local paths (a manifest's relative paths are relative to it); it defaults
+    to the manifest's directory or the crawled directory.
+    """
+
+    manifest: str | None = None
+    corpus: str | None = None
+    root: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.manifest is None) == (self.corpus is None):
+            raise ValueError("give exactly one of a manifest or a corpus directory/prefix")
+
+
+def local_source(uri: str, fingerprint: str, cache_dir: Path | None = None) -> Path:
+    """A local path holding the bytes at ``uri``: the file itself, or a download from S3 cached
+    under the version's ``fingerprint``."""
+    if not uri.startswith("s3://"):
+        return Path(uri)
+    cache = cache_dir or Path(tempfile.gettempdir()) / "novaflow-cache"
+    cache.mkdir(parents=True, exist_ok=True)
+    target = cache / hashlib.sha256(f"{uri}\n{fingerprint}".encode()).hexdigest()
+    if not target.exists():
+        bucket, key = uri.removeprefix("s3://").split("/", 1)
+        partial = target.with_suffix(".part")
+        s3_client().download_file(bucket, key, str(partial))
+        partial.replace(target)
+    return target
+
+
+def _items_of(source: CorpusSource) -> Iterator[Item | Failure]:
+    needs_s3 = any((value or "").startswith("s3://") for value in (source.manifest, source.corpus))
+    client = s3_client() if needs_s3 else None
+    if source.manifest is not None:
+        rows = manifest_rows(source.manifest)
+        root = source.root or manifest_directory(source.manifest)
+    else:
+        assert source.corpus is not None
+        rows = crawled_rows(source.corpus, client)
+        root = source.root or source.corpus
+    return resolved_items(rows, root, client)
+
+
+def _recorded(
+    store: CheckpointStore, run_id: str, entries: Iterable[Item | Failure]
+) -> Iterator[Item]:
+    """The items of ``entries``, written to the run's manifest as they pass; the failures are
+    kept back and written to the run's manifest failures."""
+    failures: list[Failure] = []
+    batch: list[dict[str, object]] = []
+    names = schemas.MANIFEST.names
+    with store.table_writer(store.manifest_path(run_id), schemas.MANIFEST) as writer:
+        for entry in entries:
+            if isinstance(entry, Failure):
+                failures.append(entry)
+                continue
+            batch.append({name: getattr(entry, name) for name in names})
+            if len(batch) >= 1000:
+                writer.write_table(pa.Table.from_pylist(batch, schema=schemas.MANIFEST))
+                batch.clear()
+            yield entry
+        if batch:
+            writer.write_table(pa.Table.from_pylist(batch, schema=schemas.MANIFEST))
+    store.write_table(
+        store.path("failures", f"run={run_id}", "manifest.parquet"), failures_table(failures)
+    )
+
+
+class EmptyCorpusError(RuntimeError):
+    """The corpus came out empty while the index holds items: almost always a mistake."""
+
+
+def planned_run(
+    settings: NovaflowSettings,
+    source: CorpusSource,
+    run_id: str,
+    allow_empty_corpus: bool = False,
+) -> PlanTotals:
+    """Write the run's manifest, plan and shards (once); returns the plan's totals.
+
+    Refuses (EmptyCorpusError) to plan the deletion of every item because the corpus came out
+    empty, unless ``allow_empty_corpus``.
+    """
+    store = CheckpointStore(settings.store)
+    totals_path = store.path("runs", run_id, "plan-totals.json")
+    if store.exists(totals_path):
+        return PlanTotals.from_json(json.loads(store.read_text(totals_path)))
+    state = read_state(store, settings.index.vector_bucket, settings.index.index)
+    plans = planned_items(
+        _recorded(store, run_id, _items_of(source)),
+        state,
+        settings.embedding,
+        settings.prices,
+        lambda item: local_source(item.uri, item.fingerprint),
+    )
+    totals = write_plan(store, run_id, plans, settings.throughput.shard_size)
+    current = sum(totals.items[change] for change in ("new", "changed", "unchanged"))
+    if current == 0 and totals.items["removed"] and not allow_empty_corpus:
+        raise EmptyCorpusError(
+            f"the corpus resolved to no items, so this run would delete all "
+            f"{totals.items['removed']} items' vectors from the index; check the manifest or "
+            f"prefix (failures: {store.path('failures', f'run={run_id}')}), or allow it "
+            f"explicitly with --allow-empty-corpus"
+        )
+    manifest_failures = store.read_table(
+        store.path("failures", f"run={run_id}", "manifest.parquet")
+    ).num_rows
+    totals.failures += manifest_failures
+    # Written last: its presence means the whole plan is on disk.
+    store.write_text(totals_path, json.dumps(totals.to_json(), indent=2))
+    return totals
+
+
+def unfinished_run(store: CheckpointStore) -> str | None:
+    """The id of the most recently planned run that has no summary yet (it was killed before
+    its end), or None: the run ``novaflow run --resume`` takes up again."""
+    selector = pafs.FileSelector(store.path("runs"), allow_not_found=True)
+    candidates: list[tuple[float, str]] = []
+    for info in store.filesystem.get_file_info(selector):
+        if info.type != pafs.FileType.Directory:
+            continue
+        totals = store.filesystem.get_file_info(f"{info.path}/plan-totals.json")
+        finished = store.exists(store.summary_path(info.base_name))
+        if totals.type == pafs.FileType.File and not finished:
+            candidates.append((totals.mtime_ns or 0, info.base_name))
+    return max(candidates)[1] if candidates else None
