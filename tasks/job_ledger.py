@@ -69,7 +69,7 @@ class JobLedger:
     def __init__(self, store: CheckpointStore, run_id: str) -> None:
         self._store = store
         self._run_id = run_id
-        self._log_dir = store.path("jobs", run_id)
+        self._log_dir = store.jobs_log_dir(run_id)
         # unit key → attempt → record: the runner asks for a unit's latest attempt at every poll.
         self._records: dict[str, dict[int, JobRecord]] = {}
         self._sequence = 0

@@ -8,6 +8,7 @@ A reader therefore sees a whole file or none, and a killed run leaves no half-wr
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,6 +19,21 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+
+
+def unit_digest(unit_key: str) -> str:
+    """20 hex digits naming an async unit in file names and S3 prefixes."""
+    return hashlib.sha256(unit_key.encode()).hexdigest()[:20]
+
+
+def job_part_name(unit_key: str) -> str:
+    """The file name of an async unit's checkpoints (embeddings and failures)."""
+    return f"job-{unit_digest(unit_key)}.parquet"
+
+
+def is_job_part(path: str) -> bool:
+    """Whether a checkpoint file holds an async job's segments (not a shard's vectors)."""
+    return path.rsplit("/", 1)[-1].startswith("job-")
 
 
 @dataclass(frozen=True)
@@ -45,59 +61,104 @@ class CheckpointStore:
     def _is_s3(self) -> bool:
         return self.root.startswith("s3://")
 
-    def path(self, *parts: str) -> str:
-        """The filesystem path of ``parts`` below the root."""
+    def _path(self, *parts: str) -> str:
+        """The filesystem path of ``parts`` below the root: for the catalogue's methods only."""
         return "/".join([self._resolved[1], *parts])
 
     # -- the catalogue -------------------------------------------------------------------------
 
+    def runs_dir(self) -> str:
+        """``runs/``: one folder per run."""
+        return self._path("runs")
+
     def run_dir(self, run_id: str) -> str:
         """``runs/<run_id>``: everything one run decided."""
-        return self.path("runs", run_id)
+        return self._path("runs", run_id)
 
     def manifest_path(self, run_id: str) -> str:
         """The resolved manifest of a run."""
-        return self.path("runs", run_id, "manifest.parquet")
+        return self._path("runs", run_id, "manifest.parquet")
 
     def plan_path(self, run_id: str) -> str:
         """The plan of a run: per item, what it does and why."""
-        return self.path("runs", run_id, "plan.parquet")
+        return self._path("runs", run_id, "plan.parquet")
+
+    def plan_totals_path(self, run_id: str) -> str:
+        """The plan's totals (JSON), written last: present means the whole plan is on disk."""
+        return self._path("runs", run_id, "plan-totals.json")
+
+    def async_units_path(self, run_id: str) -> str:
+        """The units of a run that go to async jobs, as its plan wrote them."""
+        return self._path("runs", run_id, "async_units.parquet")
+
+    def shard_outcome_path(self, run_id: str, shard: int) -> str:
+        """What one finished shard counted (JSON): present means the shard need not run again."""
+        return self._path("runs", run_id, "outcomes", f"shard-{shard:05d}.json")
+
+    def async_outcome_path(self, run_id: str) -> str:
+        """What the async jobs stage counted (JSON)."""
+        return self._path("runs", run_id, "outcomes", "async.json")
 
     def shard_units_path(self, run_id: str, shard: int) -> str:
         """The units of one shard of a run's embedding work."""
-        return self.path("runs", run_id, "shards", f"shard-{shard:05d}.parquet")
+        return self._path("runs", run_id, "shards", f"shard-{shard:05d}.parquet")
 
     def summary_path(self, run_id: str) -> str:
         """The run summary (JSON)."""
-        return self.path("runs", run_id, "summary.json")
+        return self._path("runs", run_id, "summary.json")
 
     def embeddings_dir(self, run_id: str) -> str:
         """Where a run's embedding shards go."""
-        return self.path("embeddings", f"run={run_id}")
+        return self._path("embeddings", f"run={run_id}")
 
     def embeddings_path(self, run_id: str, shard: int) -> str:
         """The embeddings of one shard: present means that shard is done."""
-        return self.path("embeddings", f"run={run_id}", f"part-{shard:05d}.parquet")
+        return self._path("embeddings", f"run={run_id}", f"part-{shard:05d}.parquet")
+
+    def job_embeddings_path(self, run_id: str, unit_key: str) -> str:
+        """The segments of one async unit's job: the name is fixed per unit, so collecting a job
+        again after a crash rewrites the same file instead of adding one."""
+        return self._path("embeddings", f"run={run_id}", job_part_name(unit_key))
+
+    def run_failures_dir(self, run_id: str) -> str:
+        """Where a run's stages put the units and items they quarantined, a file each."""
+        return self._path("failures", f"run={run_id}")
+
+    def manifest_failures_path(self, run_id: str) -> str:
+        """The manifest rows a run could not resolve to an item."""
+        return self._path("failures", f"run={run_id}", "manifest.parquet")
+
+    def plan_failures_path(self, run_id: str) -> str:
+        """The items the plan quarantined (unreadable PDFs, media over the limits…)."""
+        return self._path("failures", f"run={run_id}", "plan.parquet")
+
+    def job_failures_path(self, run_id: str, unit_key: str) -> str:
+        """The failed segments (or the failed job) of one async unit."""
+        return self._path("failures", f"run={run_id}", job_part_name(unit_key))
 
     def shard_failures_path(self, run_id: str, shard: int) -> str:
         """The units one shard quarantined."""
-        return self.path("failures", f"run={run_id}", f"part-{shard:05d}.parquet")
+        return self._path("failures", f"run={run_id}", f"part-{shard:05d}.parquet")
 
     def failures_path(self, run_id: str) -> str:
         """All of a run's quarantined items and units, gathered at the end of the run."""
-        return self.path("failures", f"{run_id}.parquet")
+        return self._path("failures", f"{run_id}.parquet")
 
     def jobs_path(self, run_id: str) -> str:
         """The async job ledger of a run."""
-        return self.path("jobs", f"{run_id}.parquet")
+        return self._path("jobs", f"{run_id}.parquet")
+
+    def jobs_log_dir(self, run_id: str) -> str:
+        """The async job ledger's append-only change files, folded into :meth:`jobs_path`."""
+        return self._path("jobs", run_id)
 
     def state_path(self, vector_bucket: str, index: str) -> str:
         """What an index holds now, item by item."""
-        return self.path("state", vector_bucket, index, "state.parquet")
+        return self._path("state", vector_bucket, index, "state.parquet")
 
     def reports_dir(self, run_id: str) -> str:
         """Evaluation reports of a run."""
-        return self.path("reports", run_id)
+        return self._path("reports", run_id)
 
     # -- I/O -----------------------------------------------------------------------------------
 

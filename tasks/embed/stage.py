@@ -183,7 +183,7 @@ def embedded_shard(settings: NovaflowSettings, run_id: str, shard: int) -> Shard
     """Embed the units of ``shard`` of ``run_id`` (or skip it if a previous attempt finished)."""
     store = CheckpointStore(settings.store)
     done_path = store.embeddings_path(run_id, shard)
-    outcome_path = store.path("runs", run_id, "outcomes", f"shard-{shard:05d}.json")
+    outcome_path = store.shard_outcome_path(run_id, shard)
     if store.exists(done_path) and store.exists(outcome_path):
         document = json.loads(store.read_text(outcome_path))
         return ShardOutcome(**{**document, "skipped": True})

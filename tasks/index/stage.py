@@ -26,7 +26,7 @@ from tasks.jobs.stage import async_units
 from tasks.pacing import Pacer
 from tasks.plan.diff import StateEntry, read_state, write_state
 from tasks.settings import NovaflowSettings
-from tasks.store import CheckpointStore
+from tasks.store import CheckpointStore, is_job_part
 
 # Failures a later run may well not meet again: the item is planned again next time.
 TRANSIENT_CODES = frozenset(
@@ -94,9 +94,7 @@ def _async_deletions(store: CheckpointStore, settings: NovaflowSettings, run_id:
     latest = JobLedger(store, run_id).latest_by_unit()
     new_keys: defaultdict[str, set[str]] = defaultdict(set)
     job_parts = [
-        path
-        for path in store.list_files(store.embeddings_dir(run_id))
-        if path.rsplit("/", 1)[-1].startswith("job-")
+        path for path in store.list_files(store.embeddings_dir(run_id)) if is_job_part(path)
     ]
     for row in _column_rows(store, job_parts, ["key", "item_id"]):
         new_keys[row["item_id"]].add(row["key"])
@@ -156,7 +154,7 @@ def committed_state(settings: NovaflowSettings, run_id: str) -> int:
     ):
         embedded[row["item_id"]].append(row["key"])
     failure_codes: defaultdict[str, set[str]] = defaultdict(set)
-    failure_files = store.list_files(store.path("failures", f"run={run_id}"))
+    failure_files = store.list_files(store.run_failures_dir(run_id))
     for row in _column_rows(store, failure_files, ["item_id", "code"]):
         failure_codes[row["item_id"]].add(row["code"])
     manifest = {
@@ -209,7 +207,7 @@ def committed_state(settings: NovaflowSettings, run_id: str) -> int:
 def gathered_failures(settings: NovaflowSettings, run_id: str) -> int:
     """Gather the run's failure parts into ``failures/<run_id>.parquet``; returns the count."""
     store = CheckpointStore(settings.store)
-    paths = store.list_files(store.path("failures", f"run={run_id}"))
+    paths = store.list_files(store.run_failures_dir(run_id))
     tables = [store.read_table(path, schemas.FAILURES) for path in paths]
     table = pa.concat_tables(tables) if tables else schemas.FAILURES.empty_table()
     store.write_table(store.failures_path(run_id), table)

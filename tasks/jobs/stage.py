@@ -67,33 +67,17 @@ from tasks.plan.diff import failures_table, units_from_table
 from tasks.plan.stage import local_source
 from tasks.records import Failure, Unit, metadata_json
 from tasks.settings import NovaflowSettings
-from tasks.store import CheckpointStore
+from tasks.store import CheckpointStore, unit_digest
 
 logger = logging.getLogger(__name__)
 
 
-def unit_digest(unit_key: str) -> str:
-    """20 hex digits naming an async unit in file names and S3 prefixes."""
-    return hashlib.sha256(unit_key.encode()).hexdigest()[:20]
-
-
-def job_part_name(unit_key: str) -> str:
-    """The file name of an async unit's checkpoints (embeddings and failures): stable per unit,
-    so collecting a job again after a crash rewrites the same file instead of adding one."""
-    return f"job-{unit_digest(unit_key)}.parquet"
-
-
 def async_units(store: CheckpointStore, run_id: str) -> list[Unit]:
     """The run's async units, as its plan wrote them."""
-    path = store.path("runs", run_id, "async_units.parquet")
+    path = store.async_units_path(run_id)
     if not store.exists(path):
         return []
     return units_from_table(store.read_table(path, schemas.UNITS))
-
-
-def async_outcome_path(store: CheckpointStore, run_id: str) -> str:
-    """Where the async stage's counts are written."""
-    return store.path("runs", run_id, "outcomes", "async.json")
 
 
 class _AsyncStage:
@@ -216,12 +200,12 @@ class _AsyncStage:
             except ObjectMissingError as err:
                 raise CollectError(f"{uri}: {err}") from None
         self.store.write_table(
-            self.store.path("failures", f"run={self.run_id}", job_part_name(unit.key)),
+            self.store.job_failures_path(self.run_id, unit.key),
             failures_table(failures),
         )
         schema = schemas.embeddings_schema(dimension)
         self.store.write_table(
-            self.store.path("embeddings", f"run={self.run_id}", job_part_name(unit.key)),
+            self.store.job_embeddings_path(self.run_id, unit.key),
             pa.Table.from_pylist(rows, schema=schema),
         )
         return Collected(embedded=len(rows), quarantined=len(failures))
@@ -229,7 +213,7 @@ class _AsyncStage:
     def quarantine(self, unit: Unit, record: JobRecord) -> None:
         failure = self._failure(unit, record, unit.key, record.code, record.message)
         self.store.write_table(
-            self.store.path("failures", f"run={self.run_id}", job_part_name(unit.key)),
+            self.store.job_failures_path(self.run_id, unit.key),
             failures_table([failure]),
         )
 
@@ -311,7 +295,7 @@ def embedded_async_units(
             progress=progress,
         )
         outcome = runner.run(units)
-    store.write_text(async_outcome_path(store, run_id), json.dumps(asdict(outcome)))
+    store.write_text(store.async_outcome_path(run_id), json.dumps(asdict(outcome)))
     return outcome
 
 
@@ -334,7 +318,7 @@ def quarantined_async_units(settings: NovaflowSettings, run_id: str, message: st
             unit.item_id, unit.uri, "embed", "async_stage_failed", message, unit_key=unit.key
         )
         store.write_table(
-            store.path("failures", f"run={run_id}", job_part_name(unit.key)),
+            store.job_failures_path(run_id, unit.key),
             failures_table([failure]),
         )
         quarantined += 1
@@ -345,5 +329,5 @@ def quarantined_async_units(settings: NovaflowSettings, run_id: str, message: st
         segments_embedded=embedded,
         segments_quarantined=segments_quarantined,
     )
-    store.write_text(async_outcome_path(store, run_id), json.dumps(asdict(outcome)))
+    store.write_text(store.async_outcome_path(run_id), json.dumps(asdict(outcome)))
     return outcome

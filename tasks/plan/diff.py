@@ -273,10 +273,8 @@ def write_plan(
     while pending_units:
         flush_shard()
     totals.failures = len(failures)
-    store.write_table(
-        store.path("failures", f"run={run_id}", "plan.parquet"), failures_table(failures)
-    )
-    store.write_table(store.path("runs", run_id, "async_units.parquet"), units_table(async_units))
+    store.write_table(store.plan_failures_path(run_id), failures_table(failures))
+    store.write_table(store.async_units_path(run_id), units_table(async_units))
     return totals
 
 

@@ -91,9 +91,7 @@ def _recorded(
             yield entry
         if batch:
             writer.write_table(pa.Table.from_pylist(batch, schema=schemas.MANIFEST))
-    store.write_table(
-        store.path("failures", f"run={run_id}", "manifest.parquet"), failures_table(failures)
-    )
+    store.write_table(store.manifest_failures_path(run_id), failures_table(failures))
 
 
 class EmptyCorpusError(RuntimeError):
@@ -112,7 +110,7 @@ def planned_run(
     empty, unless ``allow_empty_corpus``.
     """
     store = CheckpointStore(settings.store)
-    totals_path = store.path("runs", run_id, "plan-totals.json")
+    totals_path = store.plan_totals_path(run_id)
     if store.exists(totals_path):
         return PlanTotals.from_json(json.loads(store.read_text(totals_path)))
     state = read_state(store, settings.index.vector_bucket, settings.index.index)
@@ -129,12 +127,10 @@ def planned_run(
         raise EmptyCorpusError(
             f"the corpus resolved to no items, so this run would delete all "
             f"{totals.items['removed']} items' vectors from the index; check the manifest or "
-            f"prefix (failures: {store.path('failures', f'run={run_id}')}), or allow it "
+            f"prefix (failures: {store.run_failures_dir(run_id)}), or allow it "
             f"explicitly with --allow-empty-corpus"
         )
-    manifest_failures = store.read_table(
-        store.path("failures", f"run={run_id}", "manifest.parquet")
-    ).num_rows
+    manifest_failures = store.read_table(store.manifest_failures_path(run_id)).num_rows
     totals.failures += manifest_failures
     # Written last: its presence means the whole plan is on disk.
     store.write_text(totals_path, json.dumps(totals.to_json(), indent=2))
@@ -144,12 +140,12 @@ def planned_run(
 def unfinished_run(store: CheckpointStore) -> str | None:
     """The id of the most recently planned run that has no summary yet (it was killed before
     its end), or None: the run ``novaflow run --resume`` takes up again."""
-    selector = pafs.FileSelector(store.path("runs"), allow_not_found=True)
+    selector = pafs.FileSelector(store.runs_dir(), allow_not_found=True)
     candidates: list[tuple[float, str]] = []
     for info in store.filesystem.get_file_info(selector):
         if info.type != pafs.FileType.Directory:
             continue
-        totals = store.filesystem.get_file_info(f"{info.path}/plan-totals.json")
+        totals = store.filesystem.get_file_info(store.plan_totals_path(info.base_name))
         finished = store.exists(store.summary_path(info.base_name))
         if totals.type == pafs.FileType.File and not finished:
             candidates.append((totals.mtime_ns or 0, info.base_name))

@@ -45,7 +45,7 @@ def running(unit_key: str, attempt: int = 1) -> JobRecord:
 
 def log_dir(store: CheckpointStore) -> str:
     """Where the ledger's log files go."""
-    return store.path("jobs", RUN_ID)
+    return store.jobs_log_dir(RUN_ID)
 
 
 def by_key(ledger: JobLedger) -> dict[tuple[str, int], JobRecord]:

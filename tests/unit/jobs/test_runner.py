@@ -100,7 +100,7 @@ def test_the_ledger_holds_the_token_before_the_job_is_started(tmp_path: Path) ->
 
     assert seen_on_disk == {token_for(key, 1): "submitting" for key in "abcd"}
     assert harness.store.exists(harness.store.jobs_path(RUN_ID))
-    assert harness.store.list_files(harness.store.path("jobs", RUN_ID)) == []
+    assert harness.store.list_files(harness.store.jobs_log_dir(RUN_ID)) == []
     for record in harness.ledger().records():
         calls = harness.jobs.calls_for(record.token)
         job = harness.jobs.jobs[record.token]

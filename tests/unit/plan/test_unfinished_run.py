@@ -10,7 +10,7 @@ from tasks.store import CheckpointStore
 
 
 def _planned(store: CheckpointStore, run_id: str, at: int, finished: bool = False) -> None:
-    totals = Path(store.path("runs", run_id, "plan-totals.json"))
+    totals = Path(store.plan_totals_path(run_id))
     totals.parent.mkdir(parents=True)
     totals.write_text("{}")
     os.utime(totals, (at, at))
@@ -23,7 +23,7 @@ def test_the_newest_planned_run_without_a_summary_is_resumed(tmp_path: Path) -> 
     _planned(store, "nightly-1", at=1_000)
     _planned(store, "nightly-2", at=3_000, finished=True)
     _planned(store, "backfill", at=2_000)
-    Path(store.path("runs", "half-planned")).mkdir()  # killed while planning: nothing to resume
+    Path(store.run_dir("half-planned")).mkdir()  # killed while planning: nothing to resume
 
     assert unfinished_run(store) == "backfill"
 
