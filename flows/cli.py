@@ -145,13 +145,17 @@ def command_run(args: argparse.Namespace, store: str | None = None) -> int:
 def command_plan(args: argparse.Namespace) -> int:
     """``novaflow plan``: a dry run a user can trust; prints the plan and its estimated cost."""
     from flows.reembed import new_run_id
-    from tasks.plan.stage import CorpusSource, planned_run
+    from tasks.aws_clients import s3_client
+    from tasks.corpus.source import CorpusSource, corpus_items
+    from tasks.plan.stage import planned_run
 
     settings = _settings(args)
     run_id = new_run_id()
     with backend_environment(settings.backend, Path(settings.store)):
         source = CorpusSource(args.manifest, args.corpus, args.root)
-        totals = planned_run(settings, source, run_id, args.allow_empty_corpus)
+        totals = planned_run(
+            settings, lambda: corpus_items(source, s3_client()), run_id, args.allow_empty_corpus
+        )
     items = totals.items
     print(f"plan {run_id} (no model was called)")
     print(

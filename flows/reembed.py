@@ -27,10 +27,10 @@ from prefect.futures import PrefectFuture, as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from tasks.embed.stage import ShardOutcome, quarantined_shard
-from tasks.jobs.runner import AsyncOutcome
+from tasks.corpus.source import CorpusSource
+from tasks.embed.stage import quarantined_shard
 from tasks.jobs.stage import quarantined_async_units
-from tasks.plan.stage import CorpusSource
+from tasks.outcomes import AsyncOutcome, ShardOutcome
 from tasks.prefect_tasks import (
     commit_state,
     embed_async,

@@ -6,14 +6,22 @@ serves AWS and the local stand-in. Every client gets botocore's ``standard`` ret
 than ``adaptive``: adaptive adds a second, per-client rate limiter that would fight the shared
 ``tasks.pacing.Pacer``, which already slows down on throttling. Timeouts live here because a
 Prefect task timeout cannot interrupt a blocking call in a thread pool.
+
+Clients are made once per process and kind and then reused by every shard and stage of a run:
+a botocore client is thread-safe, and a new one costs its service model, a connection pool and
+new TCP connections. The cache is keyed by the environment that chooses the endpoint and the
+credentials too, so a process that points ``AWS_ENDPOINT_URL_*`` elsewhere (the embedded
+stand-in starting and stopping) never reuses a client of the old endpoint.
 """
 
 from __future__ import annotations
 
+import os
+import threading
+
 import boto3
 from botocore.client import BaseClient
 from botocore.config import Config
-from botocore.exceptions import ClientError
 
 # botocore's "max_attempts" counts retries after the first attempt: 5 means up to 6 attempts.
 MAX_ATTEMPTS = 5
@@ -36,9 +44,33 @@ def _config(
     )
 
 
-def _client(service: str, config: Config) -> BaseClient:
-    # boto3's default session is not thread-safe to build clients from; a fresh one is.
-    return boto3.session.Session().client(service, config=config)
+_ENVIRONMENT_NAMES = (
+    "AWS_ENDPOINT_URL",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_PROFILE",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+)
+_clients: dict[tuple[object, ...], BaseClient] = {}
+_clients_lock = threading.Lock()
+
+
+def _client(
+    service: str, max_connections: int, read_timeout_s: float, max_attempts: int
+) -> BaseClient:
+    endpoint_name = f"AWS_ENDPOINT_URL_{service.upper().replace('-', '_')}"
+    environment = tuple(os.environ.get(name) for name in (*_ENVIRONMENT_NAMES, endpoint_name))
+    key = (service, max_connections, read_timeout_s, max_attempts, environment)
+    with _clients_lock:
+        client = _clients.get(key)
+        if client is None:
+            config = _config(max_connections, read_timeout_s, max_attempts)
+            # boto3's default session is not thread-safe to build clients from; a fresh one is.
+            client = boto3.session.Session().client(service, config=config)
+            _clients[key] = client
+        return client
 
 
 def bedrock_runtime_client(
@@ -47,19 +79,14 @@ def bedrock_runtime_client(
     """A Bedrock runtime client for ``max_connections`` threads calling at once (InvokeModel,
     async invokes), retrying a call up to ``max_attempts`` times (0: never, so the caller sees
     every throttling answer), with a ``read_timeout_s`` per attempt."""
-    return _client("bedrock-runtime", _config(max_connections, read_timeout_s, max_attempts))
+    return _client("bedrock-runtime", max_connections, read_timeout_s, max_attempts)
 
 
 def s3vectors_client(max_connections: int = 16) -> BaseClient:
     """An S3 Vectors client for up to ``max_connections`` concurrent calls, 5 retries each."""
-    return _client("s3vectors", _config(max_connections, read_timeout_s=60))
+    return _client("s3vectors", max_connections, 60, MAX_ATTEMPTS)
 
 
 def s3_client() -> BaseClient:
     """An S3 client (objects, manifests, async job output), 5 retries per call."""
-    return _client("s3", _config(max_connections=10, read_timeout_s=60))
-
-
-def error_code(error: ClientError) -> str:
-    """The service's error code of ``error`` (``ThrottlingException``, ``NoSuchKey``…), or ""."""
-    return str(error.response.get("Error", {}).get("Code", ""))
+    return _client("s3", 10, 60, MAX_ATTEMPTS)

@@ -14,12 +14,13 @@ from prefect.client.schemas.objects import State, TaskRun
 from prefect.concurrency.sync import concurrency
 from prefect.tasks import exponential_backoff
 
-from tasks.embed.stage import ShardOutcome, embedded_shard
-from tasks.index.stage import LoadOutcome, committed_state, gathered_failures, loaded_index
-from tasks.jobs.runner import AsyncOutcome
+from tasks.aws_clients import s3_client
+from tasks.corpus.source import CorpusSource, corpus_items
+from tasks.embed.stage import embedded_shard
+from tasks.index.stage import committed_state, gathered_failures, loaded_index
 from tasks.jobs.stage import embedded_async_units, is_configuration_error
-from tasks.plan.diff import PlanTotals
-from tasks.plan.stage import CorpusSource, planned_run
+from tasks.outcomes import AsyncOutcome, LoadOutcome, PlanTotals, ShardOutcome
+from tasks.plan.stage import planned_run
 from tasks.settings import NovaflowSettings
 
 
@@ -28,7 +29,9 @@ def plan_run(
     settings: NovaflowSettings, source: CorpusSource, run_id: str, allow_empty_corpus: bool
 ) -> PlanTotals:
     """Resolve the corpus and write the run's plan and shards (reused when they exist)."""
-    return planned_run(settings, source, run_id, allow_empty_corpus)
+    return planned_run(
+        settings, lambda: corpus_items(source, s3_client()), run_id, allow_empty_corpus
+    )
 
 
 @task(

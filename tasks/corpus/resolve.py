@@ -37,9 +37,9 @@ import re
 from collections.abc import Iterable, Iterator
 from urllib.parse import unquote, urlsplit
 
-import boto3
 from botocore.client import BaseClient
 
+from tasks import aws_clients
 from tasks.corpus.local import LocalFile, LocalRoot, crawled_local_paths, local_file, local_item
 from tasks.corpus.manifest import ManifestRow, Rejection, json_type_name, manifest_rows
 from tasks.corpus.modality import infer_modality
@@ -91,7 +91,7 @@ def crawled_rows(corpus: str, s3_client: BaseClient | None = None) -> Iterator[M
     Raises ``FileNotFoundError`` / ``NotADirectoryError`` for a local corpus that is not a
     directory; an empty S3 prefix yields nothing."""
     if corpus[:5].lower() == "s3://":
-        yield from crawled_s3_rows(S3Prefix.of(corpus), s3_client or boto3.client("s3"))
+        yield from crawled_s3_rows(S3Prefix.of(corpus), s3_client or aws_clients.s3_client())
         return
     for position, path in enumerate(crawled_local_paths(corpus), start=1):
         yield ManifestRow(position=position, uri=path)
@@ -111,8 +111,8 @@ def resolved_items(
     it is on S3, and ids not given are paths relative to it. ``None`` sets no bounds and allows
     only absolute paths and S3 URIs. An Item's ``uri`` is the real absolute path or
     ``s3://bucket/key``; its ``metadata_json`` is canonical; a given ``encoding`` is checked and
-    normalised (``UTF8`` becomes ``utf-8``). ``s3_client`` defaults to ``boto3.client("s3")``,
-    made on first use.
+    normalised (``UTF8`` becomes ``utf-8``). ``s3_client`` defaults to
+    :func:`tasks.aws_clients.s3_client`, made on first use.
 
     Raises ``FileNotFoundError`` when a local ``corpus_root`` is not a directory.
     """
@@ -134,7 +134,7 @@ class _OnDemandS3Client:
 
     def __call__(self) -> BaseClient:
         if self._client is None:
-            self._client = boto3.client("s3")
+            self._client = aws_clients.s3_client()
         return self._client
 
 

@@ -13,7 +13,13 @@ from dataclasses import dataclass
 from botocore.client import BaseClient
 from botocore.exceptions import ClientError, ParamValidationError
 
-from tasks.aws_clients import error_code
+from tasks.aws_errors import (
+    BAD_REQUEST_CODES,
+    NOT_FOUND_CODES,
+    UNREADABLE_OBJECT_CODES,
+    error_code,
+    http_status,
+)
 from tasks.corpus.manifest import ManifestRow, Rejection
 from tasks.corpus.modality import (
     SNIFF_BYTES,
@@ -23,10 +29,6 @@ from tasks.corpus.modality import (
 )
 from tasks.records import Item, Modality
 
-_NOT_FOUND_CODES = frozenset({"404", "NoSuchKey", "NotFound", "NoSuchBucket"})
-_FORBIDDEN_CODES = frozenset({"403", "AccessDenied", "Forbidden", "InvalidObjectState"})
-# Refusals that are the URI's fault; other 400s (RequestTimeout, ExpiredToken) are not.
-_BAD_REQUEST_CODES = frozenset({"InvalidArgument", "InvalidBucketName", "KeyTooLongError"})
 MAX_KEY_BYTES = 1024
 """S3's limit on the length of an object key, in UTF-8 bytes."""
 
@@ -186,13 +188,13 @@ def crawled_s3_rows(root: S3Prefix, client: BaseClient) -> Iterator[ListedObject
 
 def _access_rejection(error: ClientError, obj: S3Object, client: BaseClient) -> Rejection:
     code, status = _error_code_and_status(error)
-    if code in _NOT_FOUND_CODES or status == 404:
+    if code in NOT_FOUND_CODES or status == 404:
         if code == "NoSuchBucket" or not _bucket_exists(client, obj.bucket):
             return Rejection("not_found", f"no S3 bucket {obj.bucket!r} (for {obj.uri})")
         return Rejection("not_found", f"no S3 object at {obj.uri}")
-    if code in _BAD_REQUEST_CODES:
+    if code in BAD_REQUEST_CODES:
         return Rejection("malformed_row", f"S3 refused {obj.uri!r}: {code}")
-    if code in _FORBIDDEN_CODES or status == 403:
+    if code in UNREADABLE_OBJECT_CODES or status == 403:
         return Rejection(
             "unreadable",
             f"access denied reading {obj.uri} ({code or status}): "
@@ -202,8 +204,7 @@ def _access_rejection(error: ClientError, obj: S3Object, client: BaseClient) -> 
 
 
 def _error_code_and_status(error: ClientError) -> tuple[str, int | None]:
-    code = error_code(error)
-    return code, error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return error_code(error), http_status(error) or None
 
 
 def _bucket_exists(client: BaseClient, bucket: str) -> bool:
@@ -213,5 +214,5 @@ def _bucket_exists(client: BaseClient, bucket: str) -> bool:
         client.head_bucket(Bucket=bucket)
     except ClientError as error:
         code, status = _error_code_and_status(error)
-        return not (code in _NOT_FOUND_CODES or status == 404)
+        return not (code in NOT_FOUND_CODES or status == 404)
     return True

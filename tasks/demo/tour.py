@@ -20,12 +20,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import boto3
 import numpy as np
 from botocore.client import BaseClient
-from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from tasks import aws_clients
 from tasks.demo.sample_media import sample_image, sample_video
 
 MODEL_ID = "amazon.nova-2-multimodal-embeddings-v1:0"
@@ -96,10 +95,10 @@ def run_tour(
 
     Raises on the first step that does not behave as the API reference says.
     """
-    retrying = Config(retries={"mode": "standard"})
-    s3 = boto3.client("s3")
-    bedrock = boto3.client("bedrock-runtime", config=retrying)
-    vectors = boto3.client("s3vectors", config=retrying)
+    # Ordinary boto3 clients, made where novaflow makes all of its own.
+    s3 = aws_clients.s3_client()
+    bedrock = aws_clients.bedrock_runtime_client(max_connections=2)
+    vectors = aws_clients.s3vectors_client()
     steps: list[TourStep] = []
 
     def record(name: str, outcome: str) -> None:

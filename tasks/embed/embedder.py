@@ -34,6 +34,14 @@ from botocore.client import BaseClient
 from botocore.exceptions import ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotocoreConnectionError
 
+from tasks.aws_errors import (
+    ACCOUNT_CODES,
+    THROTTLING_CODES,
+    TRANSIENT_CODES,
+    error_code,
+    error_message,
+    http_status,
+)
 from tasks.nova.requests import Payload, ResponseFormatError, invoke_model_body, parsed_embeddings
 from tasks.pacing import Pacer
 from tasks.records import Failure, Stage
@@ -45,29 +53,6 @@ WorkItem = tuple[str, str, Callable[[], Payload]]
 
 IN_FLIGHT_PER_WORKER = 2
 THROTTLE_WINDOW_SECONDS = 1.0
-THROTTLING_CODES = frozenset(
-    {"ThrottlingException", "TooManyRequestsException", "ServiceQuotaExceededException"}
-)
-TRANSIENT_CODES = THROTTLING_CODES | frozenset(
-    {
-        "ServiceUnavailableException",
-        "InternalServerException",
-        "ModelTimeoutException",
-        "ModelNotReadyException",
-    }
-)
-# Errors of the caller's account or credentials: quarantining every unit for them would hide a
-# misconfiguration behind thousands of identical failures.
-ACCOUNT_CODES = frozenset(
-    {
-        "AccessDeniedException",
-        "UnrecognizedClientException",
-        "InvalidSignatureException",
-        "ExpiredTokenException",
-        "IncompleteSignature",
-        "MissingAuthenticationTokenException",
-    }
-)
 
 
 @dataclass(frozen=True, eq=False)
@@ -242,10 +227,8 @@ class Embedder:
         return EmbeddedUnit(job.key, tuple(vectors))
 
     def _after_error(self, job: _Job, err: ClientError) -> Failure | _Job:
-        error = err.response.get("Error", {})
-        code = str(error.get("Code") or "UnknownError")
-        message = str(error.get("Message") or err)
-        status = int(err.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+        code = error_code(err) or "UnknownError"
+        message, status = error_message(err), http_status(err)
         if code in ACCOUNT_CODES:
             raise err
         if code in TRANSIENT_CODES or status >= 500:

@@ -13,7 +13,7 @@ import json
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -22,33 +22,20 @@ import pyarrow as pa
 from tasks import schemas
 from tasks.aws_clients import bedrock_runtime_client
 from tasks.embed.embedder import EmbeddedUnit, Embedder
+from tasks.local_copies import local_source
 from tasks.media.images import PreparationError, PreparedImage
 from tasks.media.payloads import image_file_payload, image_payload, media_file_payload
 from tasks.media.pdf_pages import PageRenderer
 from tasks.media.texts import decoded_text
 from tasks.nova.requests import Payload
+from tasks.outcomes import ShardOutcome
 from tasks.pacing import Pacer
-from tasks.plan.diff import failures_table, units_from_table
-from tasks.plan.stage import local_source
 from tasks.records import Failure, Unit, metadata_json
 from tasks.settings import EmbeddingSettings, NovaflowSettings
 from tasks.store import CheckpointStore
+from tasks.tables import failures_table, units_from_table, vector_metadata
 
 Work = tuple[str, str, Callable[[], Payload]]
-
-
-@dataclass(frozen=True)
-class ShardOutcome:
-    """What one shard did: units embedded and quarantined, and the model traffic it caused."""
-
-    shard: int
-    units: int
-    embedded: int
-    quarantined: int
-    model_calls: int
-    retries: int
-    throttles: int
-    skipped: bool = False
 
 
 @lru_cache(maxsize=4)
@@ -132,36 +119,6 @@ def _work(units: list[Unit], settings: NovaflowSettings, renderer: PageRenderer)
             unit.item_id,
             (lambda unit=unit: _payload_of(unit, local_of(unit), settings)),
         )
-
-
-_MODALITY_OF_KIND = {
-    "text_chunk": "text",
-    "text": "text",
-    "pdf_page": "pdf",
-    "image": "image",
-    "audio": "audio",
-    "video": "video",
-}
-
-
-def vector_metadata(unit: Unit, embedding_type: str) -> dict[str, object]:
-    """The metadata a vector carries: the item's own, then where in the item it comes from
-    (novaflow's keys win over the user's of the same name, so a search can always say it)."""
-    metadata: dict[str, object] = json.loads(unit.metadata_json)
-    metadata.update(
-        item_id=unit.item_id,
-        source_uri=unit.uri,
-        modality=_MODALITY_OF_KIND[unit.kind],
-        embedding_type=embedding_type,
-    )
-    if unit.page is not None:
-        metadata["page"] = unit.page
-    if unit.char_start is not None and unit.char_end is not None:
-        metadata["char_start"], metadata["char_end"] = unit.char_start, unit.char_end
-    if unit.start_seconds is not None and unit.end_seconds is not None:
-        metadata["start_seconds"] = round(unit.start_seconds, 3)
-        metadata["end_seconds"] = round(unit.end_seconds, 3)
-    return metadata
 
 
 def _embedding_rows(result: EmbeddedUnit, unit: Unit, config_hash: str) -> list[dict[str, object]]:

@@ -13,9 +13,9 @@ from tasks.aws_clients import bedrock_runtime_client, s3vectors_client
 from tasks.index.vectors import query
 from tasks.media.payloads import image_file_payload, media_file_payload
 from tasks.nova.requests import Payload, invoke_model_body, parsed_embeddings, query_purpose
-from tasks.plan.diff import read_state
 from tasks.records import MODALITIES
 from tasks.settings import NovaflowSettings
+from tasks.state import read_state
 from tasks.store import CheckpointStore
 
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".tif", ".tiff"}

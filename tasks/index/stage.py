@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
 from itertools import chain
 from typing import Any
 
@@ -20,45 +19,15 @@ import pyarrow.parquet as pq
 
 from tasks import schemas
 from tasks.aws_clients import s3vectors_client
+from tasks.aws_errors import RETRIED_NEXT_RUN_CODES
 from tasks.index.vectors import delete_vectors, ensure_index, put_vectors
 from tasks.job_ledger import JobLedger
-from tasks.jobs.stage import async_units
+from tasks.outcomes import LoadOutcome
 from tasks.pacing import Pacer
-from tasks.plan.diff import StateEntry, read_state, write_state
 from tasks.settings import NovaflowSettings
+from tasks.state import StateEntry, read_state, write_state
 from tasks.store import CheckpointStore, is_job_part
-
-# Failures a later run may well not meet again: the item is planned again next time.
-TRANSIENT_CODES = frozenset(
-    {
-        "throttled",
-        "ThrottlingException",
-        "ServiceUnavailableException",
-        "InternalServerException",
-        "ModelTimeoutException",
-        "ModelNotReadyException",
-        "shard_failed",
-        # async jobs: failed or timed out on the service's side, or the stage itself failed
-        "job_failed",
-        "job_deadline",
-        "output_unreadable",
-        "async_stage_failed",
-        # segments a completed job reports as failed through no fault of the input (§1.6)
-        "RATE_LIMIT_EXCEEDED",
-        "INTERNAL_SERVER_EXCEPTION",
-    }
-)
-
-
-@dataclass(frozen=True)
-class LoadOutcome:
-    """What loading wrote: vectors put (in how many PutVectors calls), keys deleted, and the
-    metadata that had to be trimmed to fit S3 Vectors' limits."""
-
-    vectors_written: int
-    put_batches: int
-    keys_deleted: int
-    metadata_warnings: tuple[str, ...]
+from tasks.tables import async_units
 
 
 def _embedding_rows(
@@ -105,7 +74,7 @@ def _async_deletions(store: CheckpointStore, settings: NovaflowSettings, run_id:
             continue
         if record.status == "collected":
             stale.extend(key for key in previous.keys if key not in new_keys[unit.item_id])
-        elif record.status == "quarantined" and record.code not in TRANSIENT_CODES:
+        elif record.status == "quarantined" and record.code not in RETRIED_NEXT_RUN_CODES:
             stale.extend(previous.keys)
     return stale
 
@@ -188,7 +157,7 @@ def committed_state(settings: NovaflowSettings, run_id: str) -> int:
         if change == "unchanged":
             continue
         codes = failure_codes.get(item_id, set())
-        if codes & TRANSIENT_CODES:
+        if codes & RETRIED_NEXT_RUN_CODES:
             if embedded.get(item_id):
                 previous = state.get(item_id)
                 held = set(previous.keys if previous else ()) | set(embedded[item_id])
@@ -199,7 +168,7 @@ def committed_state(settings: NovaflowSettings, run_id: str) -> int:
     # Items that failed planning through their own fault (corrupt, encrypted, empty …) have no
     # vectors; remembering them keeps an unchanged corpus from being planned again.
     for item_id, codes in failure_codes.items():
-        if item_id in manifest and item_id not in state and not codes & TRANSIENT_CODES:
+        if item_id in manifest and item_id not in state and not codes & RETRIED_NEXT_RUN_CODES:
             state[item_id] = entry(item_id, (), "quarantined")
     return write_state(store, index.vector_bucket, index.index, state.values())
 

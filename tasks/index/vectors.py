@@ -21,7 +21,7 @@ import numpy as np
 from botocore.client import BaseClient
 from botocore.exceptions import ClientError
 
-from tasks.aws_clients import error_code
+from tasks.aws_errors import INDEX_WRITE_RETRY_CODES, error_code
 from tasks.pacing import Pacer
 from tasks.settings import IndexSettings
 
@@ -38,9 +38,6 @@ MAX_VECTOR_KEY_CHARS = 1024
 MAX_TOP_K = 10_000
 MAX_WRITE_ATTEMPTS = 8
 MAX_KEPT_WARNINGS = 100
-_RETRYABLE_CODES = frozenset(
-    {"TooManyRequestsException", "ServiceUnavailableException", "InternalServerException"}
-)
 # Bytes of one float in botocore's JSON (", " separators) after ``_wire_floats``: at most 9
 # significant digits, so ≤ 16 characters plus separator below 1e9; a raw float64 repr ≤ 24.
 _COMPACT_FLOAT_BYTES, _RAW_FLOAT_BYTES = 18, 26
@@ -308,7 +305,7 @@ def _write(
             call(**request)
         except ClientError as err:
             code = error_code(err)
-            if code not in _RETRYABLE_CODES or attempt == MAX_WRITE_ATTEMPTS:
+            if code not in INDEX_WRITE_RETRY_CODES or attempt == MAX_WRITE_ATTEMPTS:
                 raise
             logger.info("%s of %d vectors: %s, slowing down", operation, vectors, code)
             pacer.slow_down()

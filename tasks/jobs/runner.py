@@ -39,17 +39,16 @@ from typing import Any
 from botocore.exceptions import ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotocoreConnectionError
 
-from tasks.aws_clients import error_code
-from tasks.embed.embedder import THROTTLING_CODES
+from tasks.aws_errors import SERVER_CODES, THROTTLING_CODES, error_code, error_message
 from tasks.job_ledger import ENDED_STATUSES, JobLedger, JobRecord
 from tasks.jobs.service import Clock, JobService, JobState, PollSchedule, SystemClock
+from tasks.outcomes import AsyncOutcome
 from tasks.pacing import Pacer
 from tasks.records import Unit
 from tasks.settings import AsyncJobSettings
 
 logger = logging.getLogger(__name__)
 
-SERVER_CODES = frozenset({"InternalServerException", "ServiceUnavailableException"})
 SUBMIT_RETRY_FIRST_SECONDS = 1.0
 
 
@@ -81,30 +80,6 @@ class InputRefusedError(RuntimeError):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code = code
-
-
-@dataclass(frozen=True)
-class AsyncOutcome:
-    """What a run's async stage did: jobs (one per async unit) collected and quarantined,
-    submissions made (``resubmissions`` of them after a failed attempt), jobs found already
-    running when the stage started (``resumed``), status calls and how many were throttled,
-    and the segments the collected jobs produced."""
-
-    jobs: int = 0
-    collected: int = 0
-    quarantined: int = 0
-    submissions: int = 0
-    resubmissions: int = 0
-    resumed: int = 0
-    status_calls: int = 0
-    throttled_status_calls: int = 0
-    segments_embedded: int = 0
-    segments_quarantined: int = 0
-
-    @property
-    def adds_up(self) -> bool:
-        """Every job ended collected or quarantined."""
-        return self.jobs == self.collected + self.quarantined
 
 
 Prepare = Callable[[Unit, int], Submission]
@@ -413,4 +388,4 @@ def _error_code(err: ClientError) -> str:
 
 
 def _error_message(err: ClientError) -> str:
-    return str(err.response.get("Error", {}).get("Message", "")) or str(err)
+    return error_message(err)

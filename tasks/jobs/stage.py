@@ -22,9 +22,8 @@ import pyarrow as pa
 from botocore.exceptions import ClientError
 
 from tasks import schemas
-from tasks.aws_clients import bedrock_runtime_client, error_code, s3_client
-from tasks.embed.embedder import ACCOUNT_CODES
-from tasks.embed.stage import vector_metadata
+from tasks.aws_clients import bedrock_runtime_client, s3_client
+from tasks.aws_errors import ACCOUNT_CODES, error_code
 from tasks.job_ledger import ENDED_STATUSES, JobLedger, JobRecord
 from tasks.jobs.results import (
     RESULT_FILE_NAME,
@@ -36,14 +35,7 @@ from tasks.jobs.results import (
     result_file_names,
     segment_key,
 )
-from tasks.jobs.runner import (
-    AsyncJobRunner,
-    AsyncOutcome,
-    Collected,
-    CollectError,
-    InputRefusedError,
-    Submission,
-)
+from tasks.jobs.runner import AsyncJobRunner, Collected, CollectError, InputRefusedError, Submission
 from tasks.jobs.service import BedrockJobService, Clock, JobService
 from tasks.jobs.staging import (
     ObjectMissingError,
@@ -55,6 +47,7 @@ from tasks.jobs.staging import (
     read_object,
     staged_input,
 )
+from tasks.local_copies import local_source
 from tasks.media.facts import media_facts
 from tasks.media.images import PreparationError
 from tasks.media.texts import decoded_text
@@ -63,21 +56,13 @@ from tasks.nova.segmented import (
     client_request_token,
     start_async_invoke_arguments,
 )
-from tasks.plan.diff import failures_table, units_from_table
-from tasks.plan.stage import local_source
+from tasks.outcomes import AsyncOutcome
 from tasks.records import Failure, Unit, metadata_json
 from tasks.settings import NovaflowSettings
 from tasks.store import CheckpointStore, unit_digest
+from tasks.tables import async_units, failures_table, vector_metadata
 
 logger = logging.getLogger(__name__)
-
-
-def async_units(store: CheckpointStore, run_id: str) -> list[Unit]:
-    """The run's async units, as its plan wrote them."""
-    path = store.async_units_path(run_id)
-    if not store.exists(path):
-        return []
-    return units_from_table(store.read_table(path, schemas.UNITS))
 
 
 class _AsyncStage:

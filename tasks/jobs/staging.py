@@ -18,11 +18,8 @@ from boto3.s3.transfer import TransferConfig
 from botocore.client import BaseClient
 from botocore.exceptions import ClientError
 
-from tasks.aws_clients import error_code
+from tasks.aws_errors import FORBIDDEN_CODES, MISSING_BUCKET_CODES, MISSING_KEY_CODES, error_code
 
-_MISSING_KEY_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
-_MISSING_BUCKET_CODES = frozenset({"NoSuchBucket"})
-_FORBIDDEN_CODES = frozenset({"403", "AccessDenied", "Forbidden"})
 _SETTINGS_HINT = "NOVAFLOW_ASYNC_JOBS__STAGING_URI / NOVAFLOW_ASYNC_JOBS__OUTPUT_URI"
 _MIN_PART_BYTES = 8 * 2**20
 # Enough lines of a 3072-dimension embedding per read that a line takes few reads to assemble.
@@ -81,14 +78,14 @@ def ensured_bucket(s3: BaseClient, uri: str, create: bool) -> bool:
         s3.head_bucket(Bucket=bucket)
         return False
     except ClientError as error:
-        if error_code(error) in _FORBIDDEN_CODES:
+        if error_code(error) in FORBIDDEN_CODES:
             raise S3ObjectError(
                 "bucket_forbidden",
                 f"access denied to S3 bucket {bucket!r} (for {uri}) (403): it may belong to "
                 f"another account, or the credentials in use lack s3:ListBucket on it; grant "
                 f"access or set {_SETTINGS_HINT} to a bucket you own",
             ) from error
-        if error_code(error) not in _MISSING_KEY_CODES | _MISSING_BUCKET_CODES:
+        if error_code(error) not in MISSING_KEY_CODES | MISSING_BUCKET_CODES:
             raise
     if not create:
         raise S3ObjectError(
@@ -149,7 +146,7 @@ def staged_input(
             return target
     except ClientError as error:
         # A writer without s3:ListBucket gets 403 for a missing key: upload and let S3 decide.
-        if error_code(error) not in _MISSING_KEY_CODES | _FORBIDDEN_CODES:
+        if error_code(error) not in MISSING_KEY_CODES | FORBIDDEN_CODES:
             raise
     transfer = TransferConfig(
         multipart_threshold=multipart_threshold_bytes,
@@ -174,13 +171,13 @@ def _get_object(s3: BaseClient, uri: str) -> dict[str, Any]:
         return s3.get_object(Bucket=bucket, Key=key)
     except ClientError as error:
         code = error_code(error)
-        if code in _MISSING_KEY_CODES:
+        if code in MISSING_KEY_CODES:
             raise ObjectMissingError(uri) from error
-        if code in _MISSING_BUCKET_CODES:
+        if code in MISSING_BUCKET_CODES:
             raise S3ObjectError(
                 "bucket_missing", f"S3 bucket {bucket!r} (for {uri}) does not exist"
             ) from error
-        if code in _FORBIDDEN_CODES:
+        if code in FORBIDDEN_CODES:
             raise _forbidden(uri, "reading") from error
         raise
 
@@ -229,9 +226,9 @@ def first_existing(s3: BaseClient, uris: Iterable[str]) -> str | None:
             s3.head_object(Bucket=bucket, Key=key)
             return uri
         except ClientError as error:
-            if error_code(error) in _FORBIDDEN_CODES:
+            if error_code(error) in FORBIDDEN_CODES:
                 forbidden = forbidden or uri
-            elif error_code(error) not in _MISSING_KEY_CODES | _MISSING_BUCKET_CODES:
+            elif error_code(error) not in MISSING_KEY_CODES | MISSING_BUCKET_CODES:
                 raise
     if forbidden is not None:
         raise _forbidden(forbidden, "looking for")

@@ -10,37 +10,20 @@ so re-running an unchanged corpus makes no model call at all.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
 
 import pyarrow as pa
 
 from tasks import schemas
 from tasks.media.images import PreparationError
+from tasks.outcomes import Change, PlanTotals
 from tasks.plan.units import expanded_item
 from tasks.records import Failure, Item, Unit, routed
 from tasks.settings import EmbeddingSettings, Prices
+from tasks.state import StateEntry
 from tasks.store import CheckpointStore
-
-Change = Literal["new", "changed", "unchanged", "removed"]
-CHANGES: tuple[Change, ...] = ("new", "changed", "unchanged", "removed")
-
-
-@dataclass(frozen=True)
-class StateEntry:
-    """What the index holds for one item: the version embedded, with which config, under which
-    keys, and whether that is all of it (``complete``), all it could be (``quarantined``) or
-    part of it after transient failures (``incomplete``, planned again by the next run)."""
-
-    item_id: str
-    uri: str
-    fingerprint: str
-    config_hash: str
-    keys: tuple[str, ...]
-    status: str = "complete"
-    modality: str = ""
-    metadata_json: str = "{}"
+from tasks.tables import failures_table, units_table
 
 
 @dataclass(frozen=True)
@@ -150,69 +133,13 @@ def planned_items(
             )
 
 
-@dataclass
-class PlanTotals:
-    """Counts over a plan, as the summary and ``novaflow plan`` show them."""
-
-    items: dict[str, int] = field(default_factory=lambda: dict.fromkeys(CHANGES, 0))
-    units_to_embed: int = 0
-    async_units: int = 0
-    keys_to_delete: int = 0
-    failures: int = 0
-    shards: int = 0
-    estimated_cost_usd: float = 0.0
-
-    def add(self, plan: ItemPlan) -> None:
-        """Count one item's plan."""
-        self.items[plan.change] += 1
-        self.units_to_embed += len(plan.sync_units)
-        self.async_units += len(plan.async_units)
-        self.keys_to_delete += len(plan.keys_to_delete)
-        self.estimated_cost_usd += plan.estimated_cost_usd
-
-    @classmethod
-    def from_json(cls, document: dict[str, Any]) -> PlanTotals:
-        """The totals ``to_json`` wrote."""
-        return cls(
-            items=dict(document["items"]),
-            units_to_embed=int(document["units_to_embed"]),
-            async_units=int(document["async_units"]),
-            keys_to_delete=int(document["keys_to_delete"]),
-            failures=int(document["failures"]),
-            shards=int(document["shards"]),
-            estimated_cost_usd=float(document["estimated_cost_usd"]),
-        )
-
-    def to_json(self) -> dict[str, object]:
-        """A JSON-ready copy."""
-        return {
-            "items": dict(self.items),
-            "units_to_embed": self.units_to_embed,
-            "async_units": self.async_units,
-            "keys_to_delete": self.keys_to_delete,
-            "failures": self.failures,
-            "shards": self.shards,
-            "estimated_cost_usd": round(self.estimated_cost_usd, 6),
-        }
-
-
-def units_table(units: Iterable[Unit]) -> pa.Table:
-    """Units as a table in the ``schemas.UNITS`` layout."""
-    names = schemas.UNITS.names
-    rows = [{name: getattr(unit, name) for name in names} for unit in units]
-    return pa.Table.from_pylist(rows, schema=schemas.UNITS)
-
-
-def units_from_table(table: pa.Table) -> list[Unit]:
-    """The inverse of :func:`units_table`."""
-    return [Unit(**row) for row in table.to_pylist()]
-
-
-def failures_table(failures: Iterable[Failure]) -> pa.Table:
-    """Failures as a table in the ``schemas.FAILURES`` layout."""
-    names = schemas.FAILURES.names
-    rows = [{name: getattr(failure, name) for name in names} for failure in failures]
-    return pa.Table.from_pylist(rows, schema=schemas.FAILURES)
+def _count(totals: PlanTotals, plan: ItemPlan) -> None:
+    """Add one item's plan to ``totals``."""
+    totals.items[plan.change] += 1
+    totals.units_to_embed += len(plan.sync_units)
+    totals.async_units += len(plan.async_units)
+    totals.keys_to_delete += len(plan.keys_to_delete)
+    totals.estimated_cost_usd += plan.estimated_cost_usd
 
 
 def _plan_row(plan: ItemPlan) -> dict[str, object]:
@@ -259,7 +186,7 @@ def write_plan(
             if isinstance(entry, Failure):
                 failures.append(entry)
                 continue
-            totals.add(entry)
+            _count(totals, entry)
             rows.append(_plan_row(entry))
             pending_units.extend(entry.sync_units)
             async_units.extend(entry.async_units)
@@ -276,38 +203,3 @@ def write_plan(
     store.write_table(store.plan_failures_path(run_id), failures_table(failures))
     store.write_table(store.async_units_path(run_id), units_table(async_units))
     return totals
-
-
-def read_state(store: CheckpointStore, vector_bucket: str, index: str) -> dict[str, StateEntry]:
-    """The index's state by item id ({} before the first run)."""
-    path = store.state_path(vector_bucket, index)
-    if not store.exists(path):
-        return {}
-    table = store.read_table(path, schemas.STATE)
-    return {
-        row["item_id"]: StateEntry(**{**row, "keys": tuple(row["keys"])})
-        for row in table.to_pylist()
-    }
-
-
-def write_state(
-    store: CheckpointStore, vector_bucket: str, index: str, entries: Iterable[StateEntry]
-) -> int:
-    """Replace the index's state with ``entries`` (atomically); returns how many were written."""
-    rows = [
-        {
-            "item_id": entry.item_id,
-            "uri": entry.uri,
-            "fingerprint": entry.fingerprint,
-            "config_hash": entry.config_hash,
-            "keys": list(entry.keys),
-            "modality": entry.modality,
-            "metadata_json": entry.metadata_json,
-            "status": entry.status,
-        }
-        for entry in sorted(entries, key=lambda e: e.item_id)
-    ]
-    store.write_table(
-        store.state_path(vector_bucket, index), pa.Table.from_pylist(rows, schema=schemas.STATE)
-    )
-    return len(rows)

@@ -6,69 +6,21 @@ it redoes no planning and cuts the same shards.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import tempfile
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Callable, Iterable, Iterator
 
 import pyarrow as pa
 import pyarrow.fs as pafs
 
 from tasks import schemas
-from tasks.aws_clients import s3_client
-from tasks.corpus.resolve import crawled_rows, manifest_directory, manifest_rows, resolved_items
-from tasks.plan.diff import PlanTotals, failures_table, planned_items, read_state, write_plan
+from tasks.local_copies import local_source
+from tasks.outcomes import PlanTotals
+from tasks.plan.diff import planned_items, write_plan
 from tasks.records import Failure, Item
 from tasks.settings import NovaflowSettings
+from tasks.state import read_state
 from tasks.store import CheckpointStore
-
-
-@dataclass(frozen=True)
-class CorpusSource:
-    """Where the corpus comes from: a manifest file, or a directory / ``s3://`` prefix to crawl.
-
-    ``root`` bounds local paths (a manifest's relative paths are relative to it); it defaults
-    to the manifest's directory or the crawled directory.
-    """
-
-    manifest: str | None = None
-    corpus: str | None = None
-    root: str | None = None
-
-    def __post_init__(self) -> None:
-        if (self.manifest is None) == (self.corpus is None):
-            raise ValueError("give exactly one of a manifest or a corpus directory/prefix")
-
-
-def local_source(uri: str, fingerprint: str, cache_dir: Path | None = None) -> Path:
-    """A local path holding the bytes at ``uri``: the file itself, or a download from S3 cached
-    under the version's ``fingerprint``."""
-    if not uri.startswith("s3://"):
-        return Path(uri)
-    cache = cache_dir or Path(tempfile.gettempdir()) / "novaflow-cache"
-    cache.mkdir(parents=True, exist_ok=True)
-    target = cache / hashlib.sha256(f"{uri}\n{fingerprint}".encode()).hexdigest()
-    if not target.exists():
-        bucket, key = uri.removeprefix("s3://").split("/", 1)
-        partial = target.with_suffix(".part")
-        s3_client().download_file(bucket, key, str(partial))
-        partial.replace(target)
-    return target
-
-
-def _items_of(source: CorpusSource) -> Iterator[Item | Failure]:
-    needs_s3 = any((value or "").startswith("s3://") for value in (source.manifest, source.corpus))
-    client = s3_client() if needs_s3 else None
-    if source.manifest is not None:
-        rows = manifest_rows(source.manifest)
-        root = source.root or manifest_directory(source.manifest)
-    else:
-        assert source.corpus is not None
-        rows = crawled_rows(source.corpus, client)
-        root = source.root or source.corpus
-    return resolved_items(rows, root, client)
+from tasks.tables import failures_table
 
 
 def _recorded(
@@ -100,11 +52,14 @@ class EmptyCorpusError(RuntimeError):
 
 def planned_run(
     settings: NovaflowSettings,
-    source: CorpusSource,
+    corpus: Callable[[], Iterable[Item | Failure]],
     run_id: str,
     allow_empty_corpus: bool = False,
 ) -> PlanTotals:
     """Write the run's manifest, plan and shards (once); returns the plan's totals.
+
+    ``corpus`` gives the resolved items (see :func:`tasks.corpus.source.corpus_items`); it is
+    not called when the run's plan is already complete.
 
     Refuses (EmptyCorpusError) to plan the deletion of every item because the corpus came out
     empty, unless ``allow_empty_corpus``.
@@ -115,7 +70,7 @@ def planned_run(
         return PlanTotals.from_json(json.loads(store.read_text(totals_path)))
     state = read_state(store, settings.index.vector_bucket, settings.index.index)
     plans = planned_items(
-        _recorded(store, run_id, _items_of(source)),
+        _recorded(store, run_id, corpus()),
         state,
         settings.embedding,
         settings.prices,

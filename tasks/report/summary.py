@@ -8,10 +8,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 from tasks import schemas
-from tasks.embed.stage import ShardOutcome
-from tasks.index.stage import LoadOutcome
-from tasks.jobs.runner import AsyncOutcome
-from tasks.plan.diff import PlanTotals
+from tasks.outcomes import AsyncOutcome, LoadOutcome, PlanTotals, ShardOutcome
 from tasks.settings import NovaflowSettings
 from tasks.store import CheckpointStore
 

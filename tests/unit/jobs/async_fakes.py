@@ -19,15 +19,9 @@ from typing import Any, Literal
 from botocore.exceptions import ClientError
 
 from tasks.job_ledger import JobLedger, JobRecord
-from tasks.jobs.runner import (
-    AsyncJobRunner,
-    AsyncOutcome,
-    Collected,
-    CollectError,
-    InputRefusedError,
-    Submission,
-)
+from tasks.jobs.runner import AsyncJobRunner, Collected, CollectError, InputRefusedError, Submission
 from tasks.jobs.service import JobState
+from tasks.outcomes import AsyncOutcome
 from tasks.records import Unit
 from tasks.settings import AsyncJobSettings
 from tasks.store import CheckpointStore

@@ -1,0 +1,73 @@
+"""Arrow tables of the shared records, and the record a vector carries into the index.
+
+Used by several stages (the plan writes units and failures, the embed and jobs stages read units
+and write failures and vector metadata), so they live with the shared contracts.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+
+import pyarrow as pa
+
+from tasks import schemas
+from tasks.records import Failure, Unit
+from tasks.store import CheckpointStore
+
+
+def units_table(units: Iterable[Unit]) -> pa.Table:
+    """Units as a table in the ``schemas.UNITS`` layout."""
+    names = schemas.UNITS.names
+    rows = [{name: getattr(unit, name) for name in names} for unit in units]
+    return pa.Table.from_pylist(rows, schema=schemas.UNITS)
+
+
+def units_from_table(table: pa.Table) -> list[Unit]:
+    """The inverse of :func:`units_table`."""
+    return [Unit(**row) for row in table.to_pylist()]
+
+
+def failures_table(failures: Iterable[Failure]) -> pa.Table:
+    """Failures as a table in the ``schemas.FAILURES`` layout."""
+    names = schemas.FAILURES.names
+    rows = [{name: getattr(failure, name) for name in names} for failure in failures]
+    return pa.Table.from_pylist(rows, schema=schemas.FAILURES)
+
+
+_MODALITY_OF_KIND = {
+    "text_chunk": "text",
+    "text": "text",
+    "pdf_page": "pdf",
+    "image": "image",
+    "audio": "audio",
+    "video": "video",
+}
+
+
+def vector_metadata(unit: Unit, embedding_type: str) -> dict[str, object]:
+    """The metadata a vector carries: the item's own, then where in the item it comes from
+    (novaflow's keys win over the user's of the same name, so a search can always say it)."""
+    metadata: dict[str, object] = json.loads(unit.metadata_json)
+    metadata.update(
+        item_id=unit.item_id,
+        source_uri=unit.uri,
+        modality=_MODALITY_OF_KIND[unit.kind],
+        embedding_type=embedding_type,
+    )
+    if unit.page is not None:
+        metadata["page"] = unit.page
+    if unit.char_start is not None and unit.char_end is not None:
+        metadata["char_start"], metadata["char_end"] = unit.char_start, unit.char_end
+    if unit.start_seconds is not None and unit.end_seconds is not None:
+        metadata["start_seconds"] = round(unit.start_seconds, 3)
+        metadata["end_seconds"] = round(unit.end_seconds, 3)
+    return metadata
+
+
+def async_units(store: CheckpointStore, run_id: str) -> list[Unit]:
+    """The run's async units, as its plan wrote them."""
+    path = store.async_units_path(run_id)
+    if not store.exists(path):
+        return []
+    return units_from_table(store.read_table(path, schemas.UNITS))
