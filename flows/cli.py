@@ -6,7 +6,9 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -81,13 +83,13 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _settings(args: argparse.Namespace, store: str | None = None) -> Any:
+def _settings(args: argparse.Namespace) -> Any:
     from tasks.settings import NovaflowSettings
 
     settings = NovaflowSettings()
     update: dict[str, Any] = {}
-    if store or args.store:
-        update["store"] = store or args.store
+    if args.store:
+        update["store"] = args.store
     if args.backend:
         update["backend"] = args.backend
     index_update = {
@@ -109,37 +111,99 @@ def _quiet_prefect() -> None:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 
-def command_run(args: argparse.Namespace, store: str | None = None) -> int:
-    """``novaflow run``: the whole job; exit 0 when every unit ended embedded or quarantined."""
+def run_job(
+    settings: Any,
+    source: Any,
+    *,
+    run_id: str | None = None,
+    resume: bool = False,
+    allow_empty_corpus: bool = False,
+) -> int:
+    """Run the whole job on ``source`` (a :class:`tasks.corpus.source.CorpusSource`) with
+    ``settings``: a new run, the run ``run_id``, or with ``resume`` the newest unfinished one.
+    Prints the summary; returns 0 when every unit ended embedded or quarantined, else 1."""
     _quiet_prefect()
     from flows.reembed import ReembedParameters, reembed
     from tasks.report.summary import summary_lines
 
-    settings = _settings(args, store)
-    if getattr(args, "resume", False):
+    if resume:
         from tasks.plan.stage import unfinished_run
         from tasks.store import CheckpointStore
 
-        args.run_id = unfinished_run(CheckpointStore(settings.store))
-        if args.run_id is None:
+        run_id = unfinished_run(CheckpointStore(settings.store))
+        if run_id is None:
             print(f"novaflow run --resume: no unfinished run in {settings.store}", file=sys.stderr)
             return 2
-        print(f"resuming run {args.run_id}: finished shards are kept, submitted jobs are polled")
+        print(f"resuming run {run_id}: finished shards are kept, submitted jobs are polled")
     params = ReembedParameters(
-        manifest=args.manifest,
-        corpus=args.corpus,
-        root=args.root,
-        allow_empty_corpus=args.allow_empty_corpus,
+        manifest=source.manifest,
+        corpus=source.corpus,
+        root=source.root,
+        allow_empty_corpus=allow_empty_corpus,
         settings=settings,
-        **({"run_id": args.run_id} if getattr(args, "run_id", None) else {}),
+        **({"run_id": run_id} if run_id else {}),
     )
     print(f"novaflow run {params.run_id} ({settings.backend} backend, store {settings.store})")
-    with backend_environment(settings.backend, Path(settings.store)):
+    with (
+        backend_environment(settings.backend, Path(settings.store)),
+        shard_progress_bar(settings.store, params.run_id),
+    ):
         summary = reembed(params)
     for line in summary_lines(summary):
         print(line)
     print(f"  details  {settings.store}/runs/{params.run_id}/summary.json")
     return 0 if summary.adds_up else 1
+
+
+@contextmanager
+def shard_progress_bar(store: str, run_id: str) -> Iterator[None]:
+    """While the ``with`` block runs, draw the run's shards finished out of planned on the
+    terminal (only when stderr is one), read from the run's checkpoints twice a second."""
+    if not sys.stderr.isatty():
+        yield
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from tasks.report.progress import run_progress
+    from tasks.store import CheckpointStore
+
+    checkpoints = CheckpointStore(store)
+    stop = threading.Event()
+    with Progress(
+        "  embedding",
+        BarColumn(),
+        MofNCompleteColumn(),
+        "shards",
+        TimeElapsedColumn(),
+        transient=True,
+    ) as bar:
+        shards = bar.add_task("shards", total=None)
+
+        def watch() -> None:
+            while not stop.wait(0.5):
+                progress = run_progress(checkpoints, run_id)
+                bar.update(shards, completed=progress.shards_done, total=progress.shards_total)
+
+        watcher = threading.Thread(target=watch, name="novaflow-progress", daemon=True)
+        watcher.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            watcher.join()
+
+
+def command_run(args: argparse.Namespace) -> int:
+    """``novaflow run``: the whole job; exit 0 when every unit ended embedded or quarantined."""
+    from tasks.corpus.source import CorpusSource
+
+    return run_job(
+        _settings(args),
+        CorpusSource(args.manifest, args.corpus, args.root),
+        run_id=args.run_id,
+        resume=args.resume,
+        allow_empty_corpus=args.allow_empty_corpus,
+    )
 
 
 def command_plan(args: argparse.Namespace) -> int:
@@ -201,20 +265,13 @@ def command_demo(args: argparse.Namespace) -> int:
         f"novaflow demo: corpus of {corpus.good_files} files and {corpus.broken_files} broken "
         f"ones in {corpus.root}"
     )
-    run_args = argparse.Namespace(
-        manifest=str(corpus.manifest),
-        corpus=None,
-        root=str(corpus.root),
-        allow_empty_corpus=False,
-        store=None,
-        vector_bucket=None,
-        index=None,
-        dimension=None,
-        backend="local",
-        run_id=None,
-        resume=False,
-    )
-    status = command_run(run_args, store=str(workdir / "store"))
+    from tasks.corpus.source import CorpusSource
+    from tasks.settings import NovaflowSettings
+
+    store = str(workdir / "store")
+    settings = NovaflowSettings().model_copy(update={"store": store, "backend": "local"})
+    source = CorpusSource(manifest=str(corpus.manifest), root=str(corpus.root))
+    status = run_job(settings, source)
     print(f'search it: novaflow search "sourdough baking" --store {workdir / "store"}')
     print(
         f'           novaflow search "bouncing square" --store {workdir / "store"} '

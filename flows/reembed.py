@@ -10,7 +10,6 @@ ledger already has instead of submitting them again.
 
 from __future__ import annotations
 
-import sys
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -69,18 +68,6 @@ class ReembedParameters(BaseModel):
         return self
 
 
-def _show_progress(done: int, total: int) -> None:
-    if sys.stderr.isatty():
-        width = 30
-        filled = width * done // max(total, 1)
-        print(
-            f"\r  embedding [{'#' * filled}{'.' * (width - filled)}] {done}/{total} shards",
-            end="" if done < total else "\n",
-            file=sys.stderr,
-            flush=True,
-        )
-
-
 def _shards_as_completed(
     settings: NovaflowSettings, run_id: str, shards: int
 ) -> Iterator[tuple[int, PrefectFuture[ShardOutcome]]]:
@@ -125,7 +112,6 @@ def reembed(params: ReembedParameters) -> RunSummary:
             failed_shards.append(shard)
             outcomes.append(quarantined_shard(settings, run_id, shard, f"shard task failed: {exc}"))
         update_progress_artifact(progress, 100.0 * done / max(totals.shards, 1))
-        _show_progress(done, totals.shards)
     if totals.shards == 0:
         update_progress_artifact(progress, 100.0)
     jobs = AsyncOutcome()

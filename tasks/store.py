@@ -91,6 +91,10 @@ class CheckpointStore:
         """The units of a run that go to async jobs, as its plan wrote them."""
         return self._path("runs", run_id, "async_units.parquet")
 
+    def outcomes_dir(self, run_id: str) -> str:
+        """What each finished shard and the async stage counted, a JSON file each."""
+        return self._path("runs", run_id, "outcomes")
+
     def shard_outcome_path(self, run_id: str, shard: int) -> str:
         """What one finished shard counted (JSON): present means the shard need not run again."""
         return self._path("runs", run_id, "outcomes", f"shard-{shard:05d}.json")

@@ -51,6 +51,8 @@ SCHEMA_VERSION = "nova-multimodal-embed-v1"
 SINGLE_EMBEDDING = "SINGLE_EMBEDDING"
 SEGMENTED_EMBEDDING = "SEGMENTED_EMBEDDING"
 TASK_TYPES = (SINGLE_EMBEDDING, SEGMENTED_EMBEDDING)
+# Kept apart from novaflow's own copy on purpose: the stand-in follows the API reference on
+# its own, so a mistake on either side shows up as a failing test.
 EMBEDDING_PURPOSES = (
     "GENERIC_INDEX",
     "GENERIC_RETRIEVAL",

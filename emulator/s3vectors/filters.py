@@ -184,6 +184,8 @@ def _invalid(message: str) -> ServiceError:
 _PRIMITIVE_TYPES = frozenset({"boolean", "number", "string"})
 
 
+# Kept apart from novaflow's own copy on purpose: the stand-in follows the API reference on
+# its own, so a mistake on either side shows up as a failing test.
 def json_type(value: Any) -> str:
     """The JSON type name of a parsed JSON value, as used in error messages."""
     if value is None:

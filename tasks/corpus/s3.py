@@ -13,13 +13,6 @@ from dataclasses import dataclass
 from botocore.client import BaseClient
 from botocore.exceptions import ClientError, ParamValidationError
 
-from tasks.aws_errors import (
-    BAD_REQUEST_CODES,
-    NOT_FOUND_CODES,
-    UNREADABLE_OBJECT_CODES,
-    error_code,
-    http_status,
-)
 from tasks.corpus.manifest import ManifestRow, Rejection
 from tasks.corpus.modality import (
     SNIFF_BYTES,
@@ -28,6 +21,13 @@ from tasks.corpus.modality import (
     unsupported_type,
 )
 from tasks.records import Item, Modality
+from tasks.service_errors import (
+    BAD_REQUEST_CODES,
+    NOT_FOUND_CODES,
+    UNREADABLE_OBJECT_CODES,
+    error_code,
+    http_status,
+)
 
 MAX_KEY_BYTES = 1024
 """S3's limit on the length of an object key, in UTF-8 bytes."""

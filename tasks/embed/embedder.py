@@ -34,7 +34,10 @@ from botocore.client import BaseClient
 from botocore.exceptions import ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotocoreConnectionError
 
-from tasks.aws_errors import (
+from tasks.nova.requests import Payload, ResponseFormatError, invoke_model_body, parsed_embeddings
+from tasks.pacing import Pacer
+from tasks.records import Failure, Stage
+from tasks.service_errors import (
     ACCOUNT_CODES,
     THROTTLING_CODES,
     TRANSIENT_CODES,
@@ -42,9 +45,6 @@ from tasks.aws_errors import (
     error_message,
     http_status,
 )
-from tasks.nova.requests import Payload, ResponseFormatError, invoke_model_body, parsed_embeddings
-from tasks.pacing import Pacer
-from tasks.records import Failure, Stage
 from tasks.settings import EmbeddingSettings, ThroughputSettings
 
 logger = logging.getLogger(__name__)

@@ -19,11 +19,11 @@ import pyarrow.parquet as pq
 
 from tasks import schemas
 from tasks.aws_clients import s3vectors_client
-from tasks.aws_errors import RETRIED_NEXT_RUN_CODES
 from tasks.index.vectors import delete_vectors, ensure_index, put_vectors
 from tasks.job_ledger import JobLedger
 from tasks.outcomes import LoadOutcome
 from tasks.pacing import Pacer
+from tasks.service_errors import RETRIED_NEXT_RUN_CODES
 from tasks.settings import NovaflowSettings
 from tasks.state import StateEntry, read_state, write_state
 from tasks.store import CheckpointStore, is_job_part

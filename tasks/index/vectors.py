@@ -21,8 +21,8 @@ import numpy as np
 from botocore.client import BaseClient
 from botocore.exceptions import ClientError
 
-from tasks.aws_errors import INDEX_WRITE_RETRY_CODES, error_code
 from tasks.pacing import Pacer
+from tasks.service_errors import INDEX_WRITE_RETRY_CODES, error_code
 from tasks.settings import IndexSettings
 
 logger = logging.getLogger(__name__)

@@ -23,7 +23,6 @@ from botocore.exceptions import ClientError
 
 from tasks import schemas
 from tasks.aws_clients import bedrock_runtime_client, s3_client
-from tasks.aws_errors import ACCOUNT_CODES, error_code
 from tasks.job_ledger import ENDED_STATUSES, JobLedger, JobRecord
 from tasks.jobs.results import (
     RESULT_FILE_NAME,
@@ -58,6 +57,7 @@ from tasks.nova.segmented import (
 )
 from tasks.outcomes import AsyncOutcome
 from tasks.records import Failure, Unit, metadata_json
+from tasks.service_errors import ACCOUNT_CODES, error_code
 from tasks.settings import NovaflowSettings
 from tasks.store import CheckpointStore, unit_digest
 from tasks.tables import async_units, failures_table, vector_metadata

@@ -18,7 +18,12 @@ from boto3.s3.transfer import TransferConfig
 from botocore.client import BaseClient
 from botocore.exceptions import ClientError
 
-from tasks.aws_errors import FORBIDDEN_CODES, MISSING_BUCKET_CODES, MISSING_KEY_CODES, error_code
+from tasks.service_errors import (
+    FORBIDDEN_CODES,
+    MISSING_BUCKET_CODES,
+    MISSING_KEY_CODES,
+    error_code,
+)
 
 _SETTINGS_HINT = "NOVAFLOW_ASYNC_JOBS__STAGING_URI / NOVAFLOW_ASYNC_JOBS__OUTPUT_URI"
 _MIN_PART_BYTES = 8 * 2**20

@@ -168,6 +168,8 @@ def _moving_picture_streams(container: Any) -> list[Any]:
     ]
 
 
+# Kept apart from the stand-in's copy on purpose: each side follows the API reference on its
+# own, so a mistake on either side shows up as a failing test.
 def _duration_seconds(container: Any) -> float:
     """The container's duration; when its header has none, the end of its last packet."""
     if container.duration is not None and container.duration > 0:

@@ -29,6 +29,8 @@ IMAGE_FORMATS = frozenset({"png", "jpeg", "gif", "webp"})
 AUDIO_FORMATS = frozenset({"mp3", "wav", "ogg"})
 VIDEO_FORMATS = frozenset({"mp4", "mov", "mkv", "webm", "flv", "mpeg", "mpg", "wmv", "3gp"})
 DETAIL_LEVELS = frozenset({"STANDARD_IMAGE", "DOCUMENT_IMAGE"})
+# Kept apart from the stand-in's copy on purpose: each side follows the API reference on its
+# own, so a mistake on either side shows up as a failing test.
 EMBEDDING_PURPOSES = frozenset(
     {
         "GENERIC_INDEX",

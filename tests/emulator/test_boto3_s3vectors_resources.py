@@ -9,12 +9,13 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from botocore.client import BaseClient
 from botocore.exceptions import ClientError
+
+from tests.emulator.vector_index_helpers import IndexRef
 
 REGION, ACCOUNT = "us-east-1", "123456789012"
 BOTOCORE_1_44_OPERATIONS = (
@@ -26,19 +27,6 @@ POLICY = {
     "Version": "2012-10-17",
     "Statement": [{"Effect": "Allow", "Principal": "*", "Action": "s3vectors:QueryVectors"}],
 }
-
-
-@dataclass(frozen=True)
-class IndexRef:
-    """A vector index the test created: its bucket, its name and its ARN."""
-
-    bucket: str
-    name: str
-    arn: str
-
-    def address(self) -> dict[str, str]:
-        """The request members that name the index by bucket and index name."""
-        return {"vectorBucketName": self.bucket, "indexName": self.name}
 
 
 def unique_name(prefix: str) -> str:

@@ -20,24 +20,12 @@ from botocore.exceptions import ClientError
 
 from emulator.app import Emulator, EmulatorSettings
 from emulator.misbehaviour import Misbehaviour
+from tests.emulator.vector_index_helpers import IndexRef
 
 POPULATION = 1200
 POPULATION_DIMENSION = 16
 GENRES = ("jazz", "rock", "folk")
 SERVER_ERROR_STATUS = {"InternalServerException": 500, "ServiceUnavailableException": 503}
-
-
-@dataclass(frozen=True)
-class IndexRef:
-    """A vector index the test created: its bucket, its name and its ARN."""
-
-    bucket: str
-    name: str
-    arn: str
-
-    def address(self) -> dict[str, str]:
-        """The request members that name the index by bucket and index name."""
-        return {"vectorBucketName": self.bucket, "indexName": self.name}
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,6 @@ import pytest
 from emulator.misbehaviour import AsyncJobBehaviour
 from emulator.nova.service import NovaRuntime
 from emulator.objects import MemoryObjectStore, ObjectNotFoundError
-from tests.emulator import nova_job_helpers as helpers
 from tests.emulator.nova_job_helpers import (
     CLIP_URI,
     TONE_URI,
@@ -32,15 +31,6 @@ from tests.emulator.nova_job_helpers import (
     text_input,
     video_input,
 )
-
-# The shared fixtures, bound here so that pytest finds them for this module's tests.
-clock = helpers.clock
-long_clip = helpers.long_clip
-long_tone = helpers.long_tone
-make_runtime = helpers.make_runtime
-runtime = helpers.runtime
-store = helpers.store
-
 
 PARTIAL = AsyncJobBehaviour(seed=3, job_seconds=1.0, partial_rate=1.0, segment_failure_rate=0.5)
 

@@ -10,7 +10,6 @@ import pytest
 
 from emulator.misbehaviour import AsyncJobBehaviour
 from emulator.nova.service import NovaRuntime
-from tests.emulator import nova_job_helpers as helpers
 from tests.emulator.nova_job_helpers import (
     FakeClock,
     RuntimeFactory,
@@ -18,14 +17,6 @@ from tests.emulator.nova_job_helpers import (
     rejection,
     submit,
 )
-
-# The shared fixtures, bound here so that pytest finds them for this module's tests.
-clock = helpers.clock
-long_clip = helpers.long_clip
-long_tone = helpers.long_tone
-make_runtime = helpers.make_runtime
-runtime = helpers.runtime
-store = helpers.store
 
 
 def test_same_token_and_body_returns_the_same_job(runtime: NovaRuntime) -> None:

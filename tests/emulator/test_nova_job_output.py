@@ -14,7 +14,6 @@ from emulator.nova import media, vectors
 from emulator.nova.service import NOVA_MODEL_ID, NovaRuntime
 from emulator.objects import MemoryObjectStore
 from tasks.demo import sample_media
-from tests.emulator import nova_job_helpers as helpers
 from tests.emulator.nova_job_helpers import (
     CLIP_URI,
     TONE_URI,
@@ -31,14 +30,6 @@ from tests.emulator.nova_job_helpers import (
     text_input,
     video_input,
 )
-
-# The shared fixtures, bound here so that pytest finds them for this module's tests.
-clock = helpers.clock
-long_clip = helpers.long_clip
-long_tone = helpers.long_tone
-make_runtime = helpers.make_runtime
-runtime = helpers.runtime
-store = helpers.store
 
 
 def test_job_runs_from_in_progress_to_completed(

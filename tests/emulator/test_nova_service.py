@@ -18,6 +18,7 @@ from emulator.nova import vectors
 from emulator.nova.service import NOVA_MODEL_ID, NovaRuntime
 from emulator.objects import MemoryObjectStore
 from tasks.demo import sample_media
+from tests.emulator.nova_job_helpers import SizedObjectStore
 
 DIMENSIONS = (256, 384, 1024, 3072)
 
@@ -30,17 +31,6 @@ class FakeClock:
 
     def __call__(self) -> float:
         return self.now
-
-
-class SizedObjectStore(MemoryObjectStore):
-    """A memory store that reports chosen sizes for some URIs, to reach limits without the bytes."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.reported_sizes: dict[str, int] = {}
-
-    def size(self, uri: str) -> int:
-        return self.reported_sizes.get(uri) or super().size(uri)
 
 
 @pytest.fixture
