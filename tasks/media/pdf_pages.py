@@ -1,3 +1,6 @@
+# Over 400 lines on purpose: the renderer, the document handling it shares with its pool
+# workers, and the workers' initializer and task must live in one importable module, and
+# splitting them would leave each half unreadable without the other.
 """PDF pages rendered to images for Nova's ``DOCUMENT_IMAGE`` detail level, with PyMuPDF.
 
 On a 150-dpi A4 page (``bench/bench_pdf_render.py``), rasterising takes ~7 ms, encoding the

@@ -22,8 +22,8 @@ from tasks.demo.corpus import (
     change_demo_corpus,
     generate_demo_corpus,
     long_text,
-    topic_pdf,
 )
+from tasks.demo.pdf_documents import topic_pdf
 
 PILLOW_NAMES = {ext: ext.upper() for ext in ("png", "jpeg", "gif", "webp", "bmp", "tiff")}
 ID_PREFIXES = {"pdf", "image", "text", "audio", "video", "broken"}
