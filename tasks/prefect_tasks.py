@@ -17,10 +17,11 @@ from prefect.tasks import exponential_backoff
 from tasks.aws_clients import s3_client
 from tasks.corpus.source import CorpusSource, corpus_items
 from tasks.embed.stage import embedded_shard
-from tasks.index.stage import committed_state, gathered_failures, loaded_index
+from tasks.index.stage import committed_state, loaded_index
 from tasks.jobs.stage import embedded_async_units, is_configuration_error
 from tasks.outcomes import AsyncOutcome, LoadOutcome, PlanTotals, ShardOutcome
 from tasks.plan.stage import planned_run
+from tasks.report.failures import gathered_failures
 from tasks.settings import NovaflowSettings
 
 

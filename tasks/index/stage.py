@@ -14,10 +14,8 @@ from itertools import chain
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tasks import schemas
 from tasks.aws_clients import s3vectors_client
 from tasks.index.vectors import delete_vectors, ensure_index, put_vectors
 from tasks.job_ledger import JobLedger
@@ -171,13 +169,3 @@ def committed_state(settings: NovaflowSettings, run_id: str) -> int:
         if item_id in manifest and item_id not in state and not codes & RETRIED_NEXT_RUN_CODES:
             state[item_id] = entry(item_id, (), "quarantined")
     return write_state(store, index.vector_bucket, index.index, state.values())
-
-
-def gathered_failures(settings: NovaflowSettings, run_id: str) -> int:
-    """Gather the run's failure parts into ``failures/<run_id>.parquet``; returns the count."""
-    store = CheckpointStore(settings.store)
-    paths = store.list_files(store.run_failures_dir(run_id))
-    tables = [store.read_table(path, schemas.FAILURES) for path in paths]
-    table = pa.concat_tables(tables) if tables else schemas.FAILURES.empty_table()
-    store.write_table(store.failures_path(run_id), table)
-    return table.num_rows
