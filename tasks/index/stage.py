@@ -17,7 +17,6 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from tasks.aws_clients import s3vectors_client
-from tasks.index.vectors import delete_vectors, ensure_index, put_vectors
 from tasks.job_ledger import JobLedger
 from tasks.outcomes import LoadOutcome
 from tasks.pacing import Pacer
@@ -26,6 +25,7 @@ from tasks.settings import NovaflowSettings
 from tasks.state import StateEntry, read_state, write_state
 from tasks.store import CheckpointStore, is_job_part
 from tasks.tables import async_units
+from tasks.vector_store import delete_vectors, ensure_index, put_vectors
 
 
 def _embedding_rows(

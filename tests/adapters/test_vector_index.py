@@ -15,7 +15,7 @@ from botocore.exceptions import ClientError
 from emulator.app import Emulator
 from emulator.misbehaviour import Misbehaviour
 from tasks.aws_clients import s3vectors_client
-from tasks.index.vectors import (
+from tasks.vector_store import (
     IndexMismatchError,
     delete_vectors,
     ensure_index,
