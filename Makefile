@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.novaflow-installed
 
-.PHONY: demo test lint emulator install clean
+.PHONY: demo test lint browser emulator install clean
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,13 @@ lint: $(INSTALLED)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: lint
+# The report tests open report.html in a real browser: Debian's chromium, installed when missing
+# (CI runs as root on a fresh machine; elsewhere the browser test is skipped and says why).
+browser:
+	@command -v chromium >/dev/null 2>&1 || [ "$$(id -u)" != 0 ] || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
+
+test: lint browser
 	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 emulator: $(INSTALLED)

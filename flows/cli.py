@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from flows.backend import backend_environment
+from flows.report_commands import command_evaluate, command_report, print_report_lines
 
 DEFAULT_WORKDIR = Path(".novaflow")
 
@@ -42,6 +43,28 @@ def _add_target_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_evaluation_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("evaluation")
+    group.add_argument("--qrels", help="labeled queries (JSONL): query text or file, relevant ids")
+    group.add_argument("--sample-size", type=int, help="query vectors sampled (default 200)")
+    group.add_argument("--seed", type=int, help="seed of the sample (default 0)")
+    group.add_argument("--ks", help="recall@k cutoffs, comma-separated (default 1,10,100)")
+    group.add_argument(
+        "--eval-filter", help="also measure recall under this metadata filter (JSON equalities)"
+    )
+    group.add_argument("--query-file", help="Parquet of query vectors instead of a sample")
+    group.add_argument(
+        "--min-recall", type=float, help="fail when index recall@10 is below this (0-1)"
+    )
+    group.add_argument(
+        "--gate",
+        action="append",
+        default=[],
+        metavar="FIGURE=MIN",
+        help="fail when a headline figure is below MIN, e.g. labeled_ndcg@10=0.5 (repeatable)",
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="novaflow",
@@ -61,6 +84,19 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="resume the newest run of the store that was killed before its end",
     )
+    _add_evaluation_arguments(run)
+    run.add_argument(
+        "--no-evaluation", action="store_true", help="end after the index load (no evaluation)"
+    )
+    evaluate = commands.add_parser(
+        "evaluate", help="measure the index's recall and the labeled queries; write the report"
+    )
+    _add_target_arguments(evaluate)
+    evaluate.add_argument("--run-id", help="the report's id (default: a new one)")
+    _add_evaluation_arguments(evaluate)
+    report = commands.add_parser("report", help="print a report's headline figures and its path")
+    report.add_argument("run_id", nargs="?", help="the run (default: the newest report)")
+    report.add_argument("--store", help="checkpoint store: directory or s3://… (NOVAFLOW_STORE)")
     plan = commands.add_parser("plan", help="show what a run would do and cost; calls no model")
     _add_source_arguments(plan)
     _add_target_arguments(plan)
@@ -101,7 +137,35 @@ def _settings(args: argparse.Namespace) -> Any:
         update["index"] = settings.index.model_copy(update=index_update)
     if args.dimension:
         update["embedding"] = settings.embedding.model_copy(update={"dimension": args.dimension})
+    evaluation = _evaluation_update(args)
+    if evaluation:
+        update["evaluation"] = settings.evaluation.model_validate(
+            {**settings.evaluation.model_dump(), **evaluation}
+        )
     return settings.model_copy(update=update)
+
+
+def _evaluation_update(args: argparse.Namespace) -> dict[str, Any]:
+    """The evaluation settings the command line sets (what it leaves unset stays as is)."""
+    update: dict[str, Any] = {}
+    for name in ("qrels", "sample_size", "seed", "query_file", "min_recall"):
+        if getattr(args, name, None) is not None:
+            update[name] = getattr(args, name)
+    if getattr(args, "ks", None):
+        update["ks"] = tuple(int(k) for k in args.ks.split(","))
+    if getattr(args, "eval_filter", None):
+        update["metadata_filter"] = json.loads(args.eval_filter)
+    gates = {}
+    for gate in getattr(args, "gate", None) or []:
+        figure, _, threshold = gate.partition("=")
+        if not figure or not threshold:
+            raise SystemExit(f"novaflow: --gate takes FIGURE=MIN, not {gate!r}")
+        gates[figure.strip()] = float(threshold)
+    if gates:
+        update["gates"] = gates
+    if getattr(args, "no_evaluation", False):
+        update["enabled"] = False
+    return update
 
 
 def _quiet_prefect() -> None:
@@ -124,7 +188,7 @@ def run_job(
     Prints the summary; returns 0 when every unit ended embedded or quarantined, else 1."""
     _quiet_prefect()
     from flows.reembed import ReembedParameters, reembed
-    from tasks.report.summary import summary_lines
+    from tasks.report.summary import RunSummary, summary_lines
 
     if resume:
         from tasks.plan.stage import unfinished_run
@@ -148,11 +212,18 @@ def run_job(
         backend_environment(settings.backend, Path(settings.store)),
         shard_progress_bar(settings.store, params.run_id),
     ):
-        summary = reembed(params)
-    for line in summary_lines(summary):
-        print(line)
-    print(f"  details  {settings.store}/runs/{params.run_id}/summary.json")
-    return 0 if summary.adds_up else 1
+        state = reembed(params, return_state=True)
+    outcome = state.result(raise_on_failure=False)
+    summary = outcome if isinstance(outcome, RunSummary) else None
+    if summary is not None:
+        for line in summary_lines(summary):
+            print(line)
+        print(f"  details  {settings.store}/runs/{params.run_id}/summary.json")
+    print_report_lines(settings.store, params.run_id)
+    if state.is_failed():
+        print(f"novaflow run {params.run_id} failed: {state.message or outcome}", file=sys.stderr)
+        return 1
+    return 0 if summary is not None and summary.adds_up else 1
 
 
 @contextmanager
@@ -208,10 +279,10 @@ def command_run(args: argparse.Namespace) -> int:
 
 def command_plan(args: argparse.Namespace) -> int:
     """``novaflow plan``: a dry run a user can trust; prints the plan and its estimated cost."""
-    from flows.reembed import new_run_id
     from tasks.aws_clients import s3_client
     from tasks.corpus.source import CorpusSource, corpus_items
     from tasks.plan.stage import planned_run
+    from tasks.records import new_run_id
 
     settings = _settings(args)
     run_id = new_run_id()
@@ -269,7 +340,11 @@ def command_demo(args: argparse.Namespace) -> int:
     from tasks.settings import NovaflowSettings
 
     store = str(workdir / "store")
-    settings = NovaflowSettings().model_copy(update={"store": store, "backend": "local"})
+    settings = NovaflowSettings()
+    evaluation = settings.evaluation.model_copy(update={"qrels": str(corpus.qrels)})
+    settings = settings.model_copy(
+        update={"store": store, "backend": "local", "evaluation": evaluation}
+    )
     source = CorpusSource(manifest=str(corpus.manifest), root=str(corpus.root))
     status = run_job(settings, source)
     print(f'search it: novaflow search "sourdough baking" --store {workdir / "store"}')
@@ -292,11 +367,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         from tasks.demo.tour import main as tour_main
 
         return tour_main()
+    if args.command in ("run", "evaluate", "demo"):
+        _quiet_prefect()
     commands = {
         "run": command_run,
         "plan": command_plan,
         "search": command_search,
         "demo": command_demo,
+        "evaluate": lambda args: command_evaluate(args, _settings),
+        "report": command_report,
     }
     return commands[args.command](args)
 

@@ -1,7 +1,8 @@
-"""The re-embedding flow: corpus → plan → shards embedded in parallel → index → state → summary.
+"""The re-embedding flow: corpus → plan → shards embedded in parallel → index → state → summary
+→ evaluation.
 
     plan-run ─┬─► embed-shard × N (bounded) ──┬─barrier──► load-index ──► commit-state ──► summary
-              └─► embed-async (one task: every job) ┘
+              └─► embed-async (one task: every job) ┘                        ──► evaluate (subflow)
 
 Run it with ``novaflow run`` or deploy it (see ``deployments/``). A run restarted with the same
 ``run_id`` reuses its plan, skips the shards already checkpointed and polls the async jobs its
@@ -13,8 +14,6 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Iterator
-from datetime import UTC, datetime
-from secrets import token_hex
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import (
@@ -26,6 +25,7 @@ from prefect.futures import PrefectFuture, as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from flows.evaluate import EvaluateParameters, evaluate
 from tasks.corpus.source import CorpusSource
 from tasks.embed.stage import quarantined_shard
 from tasks.jobs.stage import quarantined_async_units
@@ -38,16 +38,12 @@ from tasks.prefect_tasks import (
     load_index,
     plan_run,
 )
+from tasks.records import new_run_id
 from tasks.report.summary import RunSummary, run_summary, summary_lines, summary_markdown
 from tasks.settings import NovaflowSettings
 
 SHARDS_IN_PARALLEL = 2  # each shard already runs `throughput.concurrency` model calls at once
 ASYNC_STAGES = 1  # the one task that submits and polls every async job of the run
-
-
-def new_run_id() -> str:
-    """A sortable, unique run id such as ``20261121t101500z-3fa2``."""
-    return f"{datetime.now(UTC):%Y%m%dt%H%M%Sz}-{token_hex(2)}"
 
 
 class ReembedParameters(BaseModel):
@@ -144,4 +140,10 @@ def reembed(params: ReembedParameters) -> RunSummary:
             + "; their units are quarantined (shard_failed, async_stage_failed) and will be "
             "planned again by the next run; rerun with this run id to resume its jobs"
         )
+    if settings.evaluation.enabled:  # the last stage: the evaluation flow, as a subflow
+        evaluation = evaluate(
+            EvaluateParameters(run_id=run_id, settings=settings), return_state=True
+        )
+        if evaluation.is_failed():
+            raise RuntimeError(f"evaluation: {evaluation.message or 'failed'}")
     return summary

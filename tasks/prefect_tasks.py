@@ -17,12 +17,15 @@ from prefect.tasks import exponential_backoff
 from tasks.aws_clients import s3_client
 from tasks.corpus.source import CorpusSource, corpus_items
 from tasks.embed.stage import embedded_shard
+from tasks.evaluate.stage import LabeledSection, evaluated_index, evaluated_labeled
 from tasks.index.stage import committed_state, loaded_index
 from tasks.jobs.stage import embedded_async_units, is_configuration_error
 from tasks.outcomes import AsyncOutcome, LoadOutcome, PlanTotals, ShardOutcome
 from tasks.plan.stage import planned_run
+from tasks.report.evaluation_report import evaluation_report, write_report
 from tasks.report.failures import gathered_failures
 from tasks.settings import NovaflowSettings
+from tasks.store import CheckpointStore
 
 
 @task(name="plan-run")
@@ -98,3 +101,41 @@ def commit_state(settings: NovaflowSettings, run_id: str) -> int:
 def gather_failures(settings: NovaflowSettings, run_id: str) -> int:
     """Gather the run's quarantined items and units into one file."""
     return gathered_failures(settings, run_id)
+
+
+@task(name="evaluate-index", retries=1, retry_delay_seconds=10)
+def evaluate_index(settings: NovaflowSettings) -> dict[str, Any] | None:
+    """Index recall against exact search, and the dimension trade-off."""
+    return evaluated_index(settings)
+
+
+@task(name="evaluate-labeled", retries=1, retry_delay_seconds=10)
+def evaluate_labeled_queries(settings: NovaflowSettings) -> LabeledSection | None:
+    """The labeled queries' metrics (None without a qrels file)."""
+    return evaluated_labeled(settings)
+
+
+@task(name="write-report")
+def write_evaluation_report(
+    settings: NovaflowSettings,
+    run_id: str,
+    index_part: dict[str, Any] | None,
+    labeled: LabeledSection | None,
+) -> tuple[dict[str, Any], str]:
+    """Assemble and write the run's evaluation report; returns it and its HTML's path."""
+    store = CheckpointStore(settings.store)
+    report = evaluation_report(
+        run_id,
+        store,
+        settings.evaluation,
+        index_part,
+        labeled.section if labeled else None,
+        labeled.dimension_rows if labeled else None,
+    )
+    html = write_report(
+        store,
+        report,
+        labeled.trec_run if labeled else None,
+        labeled.trec_qrels if labeled else None,
+    )
+    return report, html

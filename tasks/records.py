@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from secrets import token_hex
 from typing import Any, Literal
 
 Modality = Literal["text", "pdf", "image", "audio", "video"]
@@ -108,3 +110,8 @@ def chunk_key(item_id: str, chunk: int) -> str:
 def span_key(item_id: str, start_seconds: float, end_seconds: float) -> str:
     """The unit key of a stretch of audio or video, e.g. ``talk#t=15.0-30.0``."""
     return f"{item_id}#t={start_seconds:.1f}-{end_seconds:.1f}"
+
+
+def new_run_id() -> str:
+    """A sortable, unique run id such as ``20261121t101500z-3fa2``."""
+    return f"{datetime.now(UTC):%Y%m%dt%H%M%Sz}-{token_hex(2)}"

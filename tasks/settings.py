@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -133,6 +133,46 @@ class IndexSettings(_Frozen):
     non_filterable_keys: tuple[str, ...] = ("source_uri",)
 
 
+class EvaluationSettings(_Frozen):
+    """How a run's evaluation measures the index (``novaflow evaluate``, and the last stage of
+    ``novaflow run`` unless ``enabled`` is off). Gates fail the evaluation when a headline figure
+    falls below its threshold, after the report is written."""
+
+    enabled: bool = Field(True, description="evaluate at the end of every `novaflow run`")
+    sample_size: int = Field(
+        200, ge=1, le=100_000, description="query vectors sampled from the checkpoints"
+    )
+    seed: int = Field(0, description="seeds the sample, so runs compare like with like")
+    ks: tuple[int, ...] = Field((1, 10, 100), description="recall@k for each k")
+    tie_tolerance: float = Field(
+        1e-5, ge=0, description="a returned key this close to the k-th exact distance counts"
+    )
+    metadata_filter: dict[str, Any] | None = Field(
+        None, description="also measure recall under this filter (equality on metadata keys)"
+    )
+    query_file: str | None = Field(
+        None, description="Parquet of query vectors (`embedding`, optional `key`, `modality`)"
+    )
+    qrels: str | None = Field(None, description="labeled queries (JSONL), see the README")
+    labeled_ks: tuple[int, ...] = Field((1, 5, 10), description="cutoffs of the labeled metrics")
+    dimensions: tuple[int, ...] = Field(
+        (256, 384, 1024),
+        description="Matryoshka prefixes to compare against the embedded dimension (() skips)",
+    )
+    queries_per_second: float = Field(50.0, gt=0, description="QueryVectors pace")
+    block_rows: int = Field(
+        8192, ge=16, le=1_000_000, description="checkpoint rows per block of exact search"
+    )
+    worst_queries: int = Field(10, ge=0, le=1000)
+    min_recall: float | None = Field(
+        None, ge=0, le=1, description="gate on index_recall@10 (or the largest k below it)"
+    )
+    gates: dict[str, float] = Field(
+        default_factory=dict,
+        description="headline figure → lowest acceptable value, e.g. {'labeled_ndcg@10': 0.5}",
+    )
+
+
 class Prices(_Frozen):
     """On-demand prices in USD (us-east-1; see aws-apis.md §1.9 — verify before quoting)."""
 
@@ -157,4 +197,5 @@ class NovaflowSettings(BaseSettings):
     throughput: ThroughputSettings = Field(default_factory=ThroughputSettings)
     index: IndexSettings = Field(default_factory=IndexSettings)
     async_jobs: AsyncJobSettings = Field(default_factory=AsyncJobSettings)
+    evaluation: EvaluationSettings = Field(default_factory=EvaluationSettings)
     prices: Prices = Field(default_factory=Prices)

@@ -111,6 +111,18 @@ class CheckpointStore:
         """The run summary (JSON)."""
         return self._path("runs", run_id, "summary.json")
 
+    def embeddings_root(self) -> str:
+        """``embeddings/``: every run's checkpointed vectors, a ``run=<id>`` folder each."""
+        return self._path("embeddings")
+
+    def report_path(self, run_id: str, name: str) -> str:
+        """One file of a run's evaluation report (``report.json``, ``report.html``…)."""
+        return self._path("reports", run_id, name)
+
+    def reports_root(self) -> str:
+        """``reports/``: every run's evaluation report, a folder each."""
+        return self._path("reports")
+
     def embeddings_dir(self, run_id: str) -> str:
         """Where a run's embedding shards go."""
         return self._path("embeddings", f"run={run_id}")

@@ -28,6 +28,35 @@ from tasks.demo.sample_media import garbage, sample_audio, sample_image, sample_
 from tasks.records import Modality
 
 MANIFEST_NAME = "manifest.jsonl"
+QRELS_NAME = "qrels.jsonl"
+# The demo's labeled queries. The stand-in's vectors are similar within a modality and nearly
+# orthogonal across modalities, so every query here looks for its own modality: texts by the
+# words they share, media by the file itself.
+DEMO_QRELS: tuple[dict[str, Any], ...] = (
+    {
+        "query_id": "sourdough",
+        "text": "sourdough starter wild yeast fermentation bread dough",
+        "relevant": {"text/sourdough-baking": 2},
+    },
+    {
+        "query_id": "alpine",
+        "text": "fondue raclette Gruyère rösti potato butter",
+        "relevant": {"text/alpine-cuisine": 2},
+    },
+    {
+        "query_id": "tiles",
+        "text": "azulejos tiles Lisbon Portugal blue and white",
+        "relevant": {"text/lisbon-tiles": 2},
+    },
+    {
+        "query_id": "tide-pools",
+        "text": "sea anemones hermit crabs starfish mussels low tide",
+        "relevant": {"text/tide-pools": 2, "text/sourdough-baking": 0},
+    },
+    {"query_id": "pattern", "file": "images/pattern-1.png", "relevant": ["image/pattern-1"]},
+    {"query_id": "tone", "file": "audio/tone-1.wav", "relevant": ["audio/tone-1"]},
+    {"query_id": "clip", "file": "video/clip-1.mp4", "relevant": ["video/clip-1"]},
+)
 ENCRYPTED_PDF_PASSWORD = "novaflow-demo"
 """The user password of ``broken/encrypted.pdf``; the pipeline is never given it."""
 
@@ -61,6 +90,7 @@ class DemoCorpus:
     manifest: Path
     good_files: int
     broken_files: int
+    qrels: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -191,8 +221,12 @@ def generate_demo_corpus(root: Path, seed: int = 0) -> DemoCorpus:
             _write_if_changed(root / entry.uri, entry.content)
     manifest = root / MANIFEST_NAME
     _write_if_changed(manifest, manifest_text([entry.manifest_row() for entry in entries]))
+    qrels = root / QRELS_NAME
+    _write_if_changed(qrels, manifest_text(list(DEMO_QRELS)))
     broken = sum(entry.item_id in BROKEN_ITEMS for entry in entries)
-    return DemoCorpus(root, manifest, good_files=len(entries) - broken, broken_files=broken)
+    return DemoCorpus(
+        root, manifest, good_files=len(entries) - broken, broken_files=broken, qrels=qrels
+    )
 
 
 def change_demo_corpus(corpus: DemoCorpus, seed: int) -> list[str]:

@@ -15,6 +15,8 @@ from botocore.exceptions import ClientError
 from emulator.app import Emulator
 from emulator.misbehaviour import Misbehaviour
 from tasks.aws_clients import s3vectors_client
+from tasks.pacing import Pacer
+from tasks.settings import IndexSettings
 from tasks.vector_store import (
     IndexMismatchError,
     delete_vectors,
@@ -23,8 +25,6 @@ from tasks.vector_store import (
     put_vectors,
     query,
 )
-from tasks.pacing import Pacer
-from tasks.settings import IndexSettings
 
 DIMENSION = 64
 _names = itertools.count()

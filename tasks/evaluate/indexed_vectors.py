@@ -1,0 +1,68 @@
+"""The vectors the index was loaded from, read back from the checkpoints.
+
+The index holds each key's latest vector: the one the newest checkpoint file that has the key
+wrote. The keys it holds come from the index's state. Files are read newest first and each
+key is taken from the first file that has it, so a key re-embedded by a later run is never
+counted twice, and keys of removed items (in older checkpoints, not in the state) not at all.
+Everything stays in Arrow: the held keys are one string array, not a Python object per key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from tasks.evaluate.exact_search import checkpoint_blocks
+from tasks.store import CheckpointStore
+
+
+def held_keys(store: CheckpointStore, vector_bucket: str, index: str) -> pa.Array:
+    """Every key the index holds after the last committed run (unique; empty before one)."""
+    path = store.state_path(vector_bucket, index)
+    if not store.exists(path):
+        return pa.array([], pa.string())
+    keys = pq.read_table(path, columns=["keys"], filesystem=store.filesystem).column("keys")
+    return pc.unique(pc.list_flatten(keys.combine_chunks()))
+
+
+def checkpoint_files_newest_first(store: CheckpointStore) -> list[str]:
+    """Every embeddings checkpoint file of every run, the most recently written first."""
+    selector = pafs.FileSelector(store.embeddings_root(), recursive=True, allow_not_found=True)
+    infos = [
+        info
+        for info in store.filesystem.get_file_info(selector)
+        if info.type == pafs.FileType.File
+        and info.path.endswith(".parquet")
+        and not info.base_name.startswith(".tmp-")
+    ]
+    infos.sort(key=lambda info: (info.mtime_ns or 0, info.path), reverse=True)
+    return [info.path for info in infos]
+
+
+def indexed_vector_batches(
+    store: CheckpointStore,
+    keys: pa.Array,
+    block_rows: int,
+    columns: Sequence[str] = ("key", "embedding"),
+    files: Sequence[str] | None = None,
+) -> Iterator[pa.RecordBatch]:
+    """The latest checkpointed row of each of ``keys``, in blocks of at most ``block_rows``
+    rows holding ``columns`` (``key`` among them)."""
+    wanted = list(dict.fromkeys(["key", *columns]))
+    remaining = keys
+    for path in checkpoint_files_newest_first(store) if files is None else files:
+        if len(remaining) == 0:
+            return
+        found: list[pa.Array] = []
+        for batch in checkpoint_blocks(store.filesystem, [path], block_rows, wanted):
+            held = batch.filter(pc.is_in(batch.column("key"), value_set=remaining))
+            if held.num_rows:
+                found.append(held.column("key"))
+                yield held.select(list(columns))
+        if found:
+            taken = pa.concat_arrays(found)
+            remaining = remaining.filter(pc.invert(pc.is_in(remaining, value_set=taken)))

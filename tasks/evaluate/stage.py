@@ -1,0 +1,376 @@
+"""The evaluation stage: the live index measured against exact search over its checkpoints, the
+labeled queries' rankings scored, and what a smaller Matryoshka dimension would cost.
+
+Each function returns the JSON-ready section of the report it measured (see
+:mod:`tasks.report.evaluation_report`), or None when there is nothing to measure.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from botocore.exceptions import BotoCoreError, ClientError
+
+from tasks.aws_clients import s3vectors_client
+from tasks.evaluate.exact_search import ExactNeighbours, embedding_matrix, exact_top_k
+from tasks.evaluate.index_recall import (
+    QueryOutcome,
+    QuerySample,
+    measured_recall,
+    query_outcomes,
+    sample_queries,
+)
+from tasks.evaluate.indexed_vectors import held_keys, indexed_vector_batches
+from tasks.evaluate.labeled_metrics import evaluate_labeled, trec_qrels_text, trec_run_text
+from tasks.evaluate.qrels import LabeledQuery, item_of, read_qrels
+from tasks.media.images import PreparationError
+from tasks.pacing import Pacer
+from tasks.query_vectors import held_modalities, query_payload, query_vector
+from tasks.service_errors import error_message
+from tasks.settings import NovaflowSettings
+from tasks.state import read_state
+from tasks.store import CheckpointStore
+from tasks.vector_store import MAX_TOP_K, query
+
+logger = logging.getLogger(__name__)
+
+QueryIndex = Callable[[np.ndarray, int], tuple[list[tuple[str, float]], float]]
+# Labeled rankings are read this deep, so that several units of one item (pages of a PDF,
+# segments of a video) still leave enough distinct items for the largest cutoff.
+_LABELED_DEPTH_PER_CUTOFF = 10
+
+
+@dataclass(frozen=True)
+class LabeledSection:
+    """The labeled evaluation: its report section, and the TREC run and qrels texts that let
+    trec_eval, ranx or ir-measures recompute it."""
+
+    section: dict[str, Any]
+    trec_run: str
+    trec_qrels: str
+    dimension_rows: dict[int, dict[str, float]]
+
+
+def paced_index_queries(
+    settings: NovaflowSettings, metadata_filter: Mapping[str, Any] | None = None
+) -> QueryIndex:
+    """``(vector, top_k) -> (results, seconds)`` against the live index, paced under
+    ``evaluation.queries_per_second`` like every other call novaflow makes."""
+    client = s3vectors_client()
+    pacer = Pacer(settings.evaluation.queries_per_second)
+
+    def query_index(vector: np.ndarray, top_k: int) -> tuple[list[tuple[str, float]], float]:
+        pacer.acquire()
+        started = time.perf_counter()
+        hits = query(client, settings.index, vector, min(top_k, MAX_TOP_K), metadata_filter)
+        seconds = time.perf_counter() - started
+        return [(hit["key"], float(hit["distance"])) for hit in hits], seconds
+
+    return query_index
+
+
+def index_description(settings: NovaflowSettings, vectors: int) -> dict[str, Any]:
+    """The index as the report names it: where, its dimension and metric, its mode (CLASSIC
+    filters during the search, ENHANCED before it) and how many vectors it holds."""
+    described: dict[str, Any] = {}
+    try:
+        described = s3vectors_client().get_index(
+            vectorBucketName=settings.index.vector_bucket, indexName=settings.index.index
+        )["index"]
+    except (ClientError, BotoCoreError) as err:
+        logger.warning("could not describe the index: %s", err)
+    return {
+        "vector_bucket": settings.index.vector_bucket,
+        "index": settings.index.index,
+        "dimension": int(described.get("dimension", settings.embedding.dimension)),
+        "metric": str(described.get("distanceMetric", settings.index.metric)),
+        "mode": str(described.get("indexMode", "CLASSIC")),
+        "vectors": vectors,
+    }
+
+
+def evaluated_index(
+    settings: NovaflowSettings, query_index: QueryIndex | None = None
+) -> dict[str, Any] | None:
+    """The ``index``, ``index_recall`` and ``dimensions`` sections of the report: recall@k of
+    the live index against exact search over the checkpoints it was loaded from, for a seeded
+    sample of its own vectors (or the query file's), per modality and overall; the same under
+    ``evaluation.metadata_filter``; and recall@k of exact search at each smaller Matryoshka
+    dimension against the embedded one. None when the index holds nothing yet."""
+    evaluation = settings.evaluation
+    store = CheckpointStore(settings.store)
+    keys = held_keys(store, settings.index.vector_bucket, settings.index.index)
+    if len(keys) == 0:
+        return None
+    ks = tuple(sorted(set(evaluation.ks)))
+    metric = settings.index.metric
+
+    def vectors(columns: Sequence[str] = ("key", "embedding")) -> Iterator[pa.RecordBatch]:
+        return indexed_vector_batches(store, keys, evaluation.block_rows, columns)
+
+    sample = _queries(settings, vectors(("key", "embedding", "metadata_json")))
+    exact = exact_top_k(
+        sample.vectors, sample.keys, vectors(), max(ks), metric, block_rows=evaluation.block_rows
+    )
+    outcomes = query_outcomes(sample, exact, query_index or paced_index_queries(settings))
+    recall = measured_recall(outcomes, ks, evaluation.tie_tolerance, evaluation.worst_queries)
+    section = recall.to_json()
+    section["filtered"] = None
+    if evaluation.metadata_filter:
+        section["filtered"] = _filtered_recall(settings, sample, vectors, ks)
+    return {
+        "index": index_description(settings, len(keys)),
+        "index_recall": section,
+        "dimensions": _dimension_recall(settings, sample, exact, vectors, ks),
+    }
+
+
+def evaluated_labeled(
+    settings: NovaflowSettings, query_index: QueryIndex | None = None
+) -> LabeledSection | None:
+    """The ``labeled`` section: each labeled query embedded with the retrieval purpose matching
+    the index, its ranking from the live index scored against its judgements (recall, MRR,
+    nDCG, precision at each cutoff, per query type and overall), and the same from exact search
+    at each smaller Matryoshka dimension. Bad rows are reported row by row; the rest run. None
+    without a qrels file."""
+    evaluation = settings.evaluation
+    if evaluation.qrels is None:
+        return None
+    store = CheckpointStore(settings.store)
+    state = read_state(store, settings.index.vector_bucket, settings.index.index)
+    items = {entry.item_id: entry.modality for entry in state.values() if entry.keys}
+    unit_keys = {key: entry.modality for entry in state.values() for key in entry.keys}
+
+    def modality_of(id_or_key: str) -> str | None:
+        return unit_keys.get(id_or_key) or items.get(item_of(id_or_key))
+
+    labeled = read_qrels(
+        evaluation.qrels,
+        known=lambda id_or_key: id_or_key in items or id_or_key in unit_keys,
+        modality_of=modality_of,
+    )
+    errors = [_issue_json(error) for error in labeled.errors]
+    held = held_modalities(store, settings.index.vector_bucket, settings.index.index)
+    ks = tuple(sorted(set(evaluation.labeled_ks)))
+    depth = min(MAX_TOP_K, max(ks) * _LABELED_DEPTH_PER_CUTOFF)
+    query_index = query_index or paced_index_queries(settings)
+    queries: list[LabeledQuery] = []
+    vectors: list[np.ndarray] = []
+    rankings: dict[str, list[str]] = {}
+    for labeled_query in labeled.queries:
+        try:
+            payload = query_payload(
+                labeled_query.text,
+                Path(labeled_query.file) if labeled_query.file else None,
+                settings.embedding.max_image_side_px,
+            )
+            vector = query_vector(payload, settings.embedding, held)
+        except (PreparationError, ClientError, OSError, ValueError) as err:
+            message = error_message(err) if isinstance(err, ClientError) else str(err)
+            errors.append(
+                {
+                    "row": labeled_query.row,
+                    "query_id": labeled_query.query_id,
+                    "message": f"the query could not be embedded: {message}",
+                }
+            )
+            continue
+        results, _ = query_index(vector, depth)
+        queries.append(labeled_query)
+        vectors.append(vector)
+        rankings[labeled_query.query_id] = [key for key, _ in results]
+    report = evaluate_labeled(queries, rankings, ks=ks, mode="vector")
+    body = report.to_json()
+    section = {
+        "qrels": evaluation.qrels,
+        "queries": report.queries,
+        "ks": list(ks),
+        "queries_without_relevant": report.queries_without_relevant,
+        "errors": errors,
+        "warnings": [_issue_json(warning) for warning in labeled.warnings],
+        "modes": {"vector": {"overall": body["overall"], "by_query_type": body["by_query_type"]}},
+        "per_query": body["per_query"],
+        "trec_run": "labeled.run",
+        "trec_qrels": "labeled.qrels",
+    }
+    dimension_rows = _dimension_labeled(settings, queries, vectors, depth, ks)
+    return LabeledSection(section, trec_run_text(report), trec_qrels_text(queries), dimension_rows)
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+def _queries(settings: NovaflowSettings, rows: Iterable[pa.RecordBatch]) -> QuerySample:
+    """The evaluation's query vectors: a seeded sample stratified by modality, or the rows of
+    the query file (``embedding``, optional ``key`` and ``modality``)."""
+    evaluation = settings.evaluation
+    if evaluation.query_file is None:
+        return sample_queries(rows, evaluation.sample_size, evaluation.seed)
+    table = pq.read_table(evaluation.query_file)
+    if "embedding" not in table.column_names:
+        raise ValueError(f"{evaluation.query_file} has no `embedding` column")
+    matrix = np.asarray(embedding_matrix(table.column("embedding")), dtype=np.float32)
+    if matrix.shape[1] != settings.embedding.dimension:
+        raise ValueError(
+            f"{evaluation.query_file} holds {matrix.shape[1]}-d vectors; the index is "
+            f"{settings.embedding.dimension}-d"
+        )
+    count = table.num_rows
+    keys = table.column("key").to_pylist() if "key" in table.column_names else [None] * count
+    modalities = (
+        table.column("modality").to_pylist()
+        if "modality" in table.column_names
+        else ["query file"] * count
+    )
+    return QuerySample(
+        keys=tuple(keys),
+        modalities=tuple(modality or "query file" for modality in modalities),
+        vectors=matrix,
+        available={"query file": count},
+    )
+
+
+def _filtered_recall(
+    settings: NovaflowSettings,
+    sample: QuerySample,
+    vectors: Callable[[Sequence[str]], Iterator[pa.RecordBatch]],
+    ks: tuple[int, ...],
+) -> dict[str, Any]:
+    """Recall of the index asked with ``evaluation.metadata_filter``, against exact search over
+    the rows that match it: where approximate search is known to lose results."""
+    evaluation = settings.evaluation
+    wanted = dict(evaluation.metadata_filter or {})
+    matching = (
+        batch.select(["key", "embedding"]).filter(_matches(batch, wanted))
+        for batch in vectors(("key", "embedding", "metadata_json"))
+    )
+    exact = exact_top_k(
+        sample.vectors, sample.keys, matching, max(ks), settings.index.metric,
+        block_rows=evaluation.block_rows,
+    )  # fmt: skip
+    outcomes = query_outcomes(sample, exact, paced_index_queries(settings, wanted))
+    recall = measured_recall(outcomes, ks, evaluation.tie_tolerance, 0).to_json()
+    return {"filter": wanted, "overall": recall["overall"], "by_modality": recall["by_modality"]}
+
+
+def _matches(batch: pa.RecordBatch, wanted: Mapping[str, Any]) -> pa.Array:
+    """Which rows' metadata satisfies ``wanted``: each key equal to its value (or one of
+    ``{"$in": [...]}``, or ``{"$eq": v}``). Other operators are refused with a clear error."""
+    conditions = {}
+    for key, condition in wanted.items():
+        if isinstance(condition, Mapping):
+            if set(condition) == {"$eq"}:
+                conditions[key] = [condition["$eq"]]
+            elif set(condition) == {"$in"} and isinstance(condition["$in"], list):
+                conditions[key] = list(condition["$in"])
+            else:
+                raise ValueError(
+                    f"evaluation.metadata_filter supports equality and $in on metadata keys, "
+                    f"not {condition!r} on {key!r}"
+                )
+        else:
+            conditions[key] = [condition]
+    rows = [json.loads(text) for text in batch.column("metadata_json").to_pylist()]
+    return pa.array(
+        [all(row.get(key) in values for key, values in conditions.items()) for row in rows],
+        pa.bool_(),
+    )
+
+
+def _prefix_batches(batches: Iterable[pa.RecordBatch], dimension: int) -> Iterator[pa.RecordBatch]:
+    """``batches`` with each embedding cut to its first ``dimension`` values and renormalised:
+    the vector a Matryoshka-trained model gives at that dimension."""
+    for batch in batches:
+        cut = _renormalised(embedding_matrix(batch.column("embedding"))[:, :dimension])
+        column = pa.FixedSizeListArray.from_arrays(pa.array(cut.reshape(-1)), dimension)
+        yield pa.RecordBatch.from_arrays([batch.column("key"), column], ["key", "embedding"])
+
+
+def _renormalised(matrix: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    return np.divide(matrix, norms, out=np.zeros_like(matrix), where=norms > 0).astype(np.float32)
+
+
+def _smaller_dimensions(settings: NovaflowSettings) -> list[int]:
+    embedded = settings.embedding.dimension
+    return sorted({d for d in settings.evaluation.dimensions if 0 < d < embedded})
+
+
+def _dimension_recall(
+    settings: NovaflowSettings,
+    sample: QuerySample,
+    exact: ExactNeighbours,
+    vectors: Callable[[], Iterator[pa.RecordBatch]],
+    ks: tuple[int, ...],
+) -> dict[str, Any] | None:
+    """Recall@k of exact search at each smaller dimension against exact search at the embedded
+    one, computed from the checkpoints alone: what a cheaper index would cost."""
+    dimensions = _smaller_dimensions(settings)
+    if not dimensions:
+        return None
+    embedded = settings.embedding.dimension
+    rows = [{"dimension": embedded, "recall": {str(k): 1.0 for k in ks}, "labeled": None}]
+    for dimension in dimensions:
+        queries = _renormalised(sample.vectors[:, :dimension])
+        smaller = exact_top_k(
+            queries, sample.keys, _prefix_batches(vectors(), dimension), max(ks),
+            settings.index.metric, block_rows=settings.evaluation.block_rows,
+        )  # fmt: skip
+        outcomes = [
+            QueryOutcome(
+                query_key=sample.keys[row],
+                modality=sample.modalities[row],
+                exact_keys=exact.keys[row],
+                exact_distances=tuple(
+                    float(d) for d in exact.distances[row, : len(exact.keys[row])]
+                ),
+                returned=tuple(smaller.neighbours(row)),
+                latency_seconds=0.0,
+            )
+            for row in range(len(sample))
+        ]
+        # Distances at another dimension are not comparable: plain recall only.
+        figures = measured_recall(outcomes, ks, 0.0, 0).to_json()["overall"]["recall"]
+        rows.append({"dimension": dimension, "recall": figures, "labeled": None})
+    rows.sort(key=lambda row: row["dimension"])
+    return {"embedded_dimension": embedded, "rows": rows}
+
+
+def _dimension_labeled(
+    settings: NovaflowSettings,
+    queries: Sequence[LabeledQuery],
+    vectors: Sequence[np.ndarray],
+    depth: int,
+    ks: tuple[int, ...],
+) -> dict[int, dict[str, float]]:
+    """The labeled metrics from exact search at the embedded dimension and at each smaller one,
+    keyed by dimension: the labeled side of the dimension trade-off."""
+    if not queries or not _smaller_dimensions(settings):
+        return {}
+    store = CheckpointStore(settings.store)
+    keys = held_keys(store, settings.index.vector_bucket, settings.index.index)
+    matrix = np.vstack(vectors).astype(np.float32)
+    rows: dict[int, dict[str, float]] = {}
+    for dimension in [*_smaller_dimensions(settings), settings.embedding.dimension]:
+        blocks = indexed_vector_batches(store, keys, settings.evaluation.block_rows)
+        exact = exact_top_k(
+            _renormalised(matrix[:, :dimension]), [None] * len(queries),
+            _prefix_batches(blocks, dimension), depth, settings.index.metric,
+            block_rows=settings.evaluation.block_rows,
+        )  # fmt: skip
+        rankings = {query.query_id: list(exact.keys[row]) for row, query in enumerate(queries)}
+        rows[dimension] = evaluate_labeled(queries, rankings, ks=ks).overall()
+    return rows
+
+
+def _issue_json(issue: Any) -> dict[str, Any]:
+    return {"row": issue.row, "query_id": issue.query_id, "message": issue.message}
