@@ -53,6 +53,11 @@ DEMO_QRELS: tuple[dict[str, Any], ...] = (
         "text": "sea anemones hermit crabs starfish mussels low tide",
         "relevant": {"text/tide-pools": 2, "text/sourdough-baking": 0},
     },
+    {
+        "query_id": "bread-and-cheese",
+        "text": "bread dough butter potato cheese",
+        "relevant": {"text/sourdough-baking": 1, "text/alpine-cuisine": 1},
+    },
     {"query_id": "pattern", "file": "images/pattern-1.png", "relevant": ["image/pattern-1"]},
     {"query_id": "tone", "file": "audio/tone-1.wav", "relevant": ["audio/tone-1"]},
     {"query_id": "clip", "file": "video/clip-1.mp4", "relevant": ["video/clip-1"]},

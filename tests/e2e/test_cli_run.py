@@ -46,6 +46,31 @@ def _novaflow(
     )
 
 
+def _assert_the_demo_ends_with_its_evaluation(tmp_path: Path, stdout: str, run_id: str) -> None:
+    """The demo prints its recall and labeled figures and the report's path; the labeled
+    figures are those trec_eval (through ir-measures) computes from the report's own folder."""
+    import ir_measures
+
+    folder = tmp_path / "demo" / "store" / "reports" / run_id
+    assert f"  report   {folder / 'report.html'}" in stdout
+    assert "  recall   @1 1.000, @10 1.000" in stdout  # the embedded stand-in searches exactly
+    assert "  labeled  8 queries: " in stdout
+    report = json.loads((folder / "report.json").read_text())
+    assert report["labeled"]["errors"] == []
+    measures = [ir_measures.parse_measure(name) for name in ("nDCG@10", "R@10", "RR@10", "P@10")]
+    qrels = list(ir_measures.read_trec_qrels(str(folder / "labeled.qrels")))
+    run = list(ir_measures.read_trec_run(str(folder / "labeled.run")))
+    oracle = ir_measures.calc_aggregate(measures, qrels, run)
+    ours = report["labeled"]["modes"]["vector"]["overall"]
+    names = ("ndcg@10", "recall@10", "mrr@10", "precision@10")
+    for name, measure in zip(names, measures, strict=True):
+        assert ours[name] == pytest.approx(oracle[measure], abs=1e-9), name
+    shown = _novaflow(tmp_path, "report", "--store", "demo/store")
+    assert shown.returncode == 0, shown.stderr[-3000:]
+    assert f"evaluation {run_id}" in shown.stdout
+    assert str(folder / "report.html") in shown.stdout
+
+
 def test_demo_runs_the_whole_job_then_search_finds_its_units(tmp_path: Path) -> None:
     demo = _novaflow(tmp_path, "demo", "--workdir", "demo")
     assert demo.returncode == 0, demo.stderr[-3000:]
@@ -59,6 +84,7 @@ def test_demo_runs_the_whole_job_then_search_finds_its_units(tmp_path: Path) -> 
     # the long recording and the long video went through async jobs, segment by segment
     assert (summary["async_jobs"], summary["async_jobs_collected"]) == (2, 2)
     assert summary["async_segments_embedded"] == 7 + 5  # 95 s and 75 s at 15 s segments
+    _assert_the_demo_ends_with_its_evaluation(tmp_path, demo.stdout, summary_path.parent.name)
 
     video = _novaflow(
         tmp_path, "search", "bouncing square", "--store", "demo/store",
