@@ -13,8 +13,10 @@ linearly; a job that ends is noticed within the backoff interval in force, i.e. 
    the system clock, against stand-in jobs of a few seconds, with the schedule scaled down
    (``poll_initial_seconds`` 0.1 instead of 2). The job's end is GetAsyncInvoke's ``endTime``.
 
-Run: ``.venv/bin/python bench/bench_async_polling.py [--no-stand-in]``. Prints figures and
-ratios; nothing here depends on machine speed except part 2's delays, which are informational.
+Run: ``.venv/bin/python bench/bench_async_polling.py [--no-stand-in] [--smoke]`` (about 30 s;
+``--smoke`` keeps part 1 whole, it takes a second or two, and runs part 2 with 2 jobs of 1 s and
+of 2 s: about 10 s). Prints figures and ratios; nothing here depends on machine speed except
+part 2's delays, which are informational.
 """
 
 from __future__ import annotations
@@ -56,6 +58,8 @@ LARGER_CAP_SECONDS = 1800.0
 SIM_EPOCH = 1_700_000_000.0
 STAND_IN_JOB_SECONDS = (1.0, 2.0, 4.0, 8.0)
 STAND_IN_JOBS = 3
+SMOKE_JOB_SECONDS = (1.0, 2.0)
+SMOKE_JOBS = 2
 INPUT_URI = "s3://bench-in/tone.wav"
 OUTPUT_URI = "s3://bench-out/jobs"
 STAND_IN_SETTINGS = AsyncJobSettings(
@@ -367,14 +371,15 @@ def stand_in_submissions(jobs: int) -> list[Submission]:
     return [Submission(INPUT_URI, OUTPUT_URI, t, r) for t, r in zip(tokens, requests, strict=True)]
 
 
-def part_two() -> None:
-    """Real time against the stand-in: jobs of a few seconds, a scaled-down schedule."""
+def part_two(job_seconds: Sequence[float], jobs: int) -> None:
+    """Real time against the stand-in: ``jobs`` jobs lasting each of ``job_seconds``, polled on
+    a scaled-down schedule."""
     schedule = PollSchedule.of(STAND_IN_SETTINGS)
     pace = STAND_IN_SETTINGS.status_calls_per_second
     print(
         f"Part 2 - real time, local stand-in, real BedrockJobService + SystemClock; schedule "
         f"{schedule.initial:g} s x {schedule.multiplier:g}, {pace:g} status calls/s (20x the "
-        f"default's pace); {STAND_IN_JOBS} jobs per row over a 40 s WAV\n  D: job_seconds set: "
+        f"default's pace); {jobs} jobs per row over a 40 s WAV\n  D: job_seconds set: "
         "measured endTime - submission; stale max (ms): how long after its own endTime\n"
         "  the stand-in still answered InProgress to a status call sent to it"
     )
@@ -399,9 +404,9 @@ def part_two() -> None:
             )
             print(f"{HEADER} {'stale max':>11}")
             seen: list[JobMeasure] = []
-            for seconds in STAND_IN_JOB_SECONDS:
+            for seconds in job_seconds:
                 stand_in.configure(async_jobs=AsyncJobBehaviour(job_seconds=seconds))
-                submissions = stand_in_submissions(STAND_IN_JOBS)
+                submissions = stand_in_submissions(jobs)
                 measures = measured_jobs(
                     service, clock, STAND_IN_SETTINGS, submissions, int(seconds)
                 )
@@ -420,15 +425,20 @@ def part_two() -> None:
 
 
 def main() -> None:
+    """Print part 1 and, unless ``--no-stand-in``, part 2, each with its wall time."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--no-stand-in", action="store_true", help="skip part 2 (real time)")
+    parser.add_argument("--smoke", action="store_true", help="part 2 with fewer, shorter jobs")
     args = parser.parse_args()
     started = time.perf_counter()
     part_one()
     print(f"  part 1 wall time {time.perf_counter() - started:.1f} s")
     if not args.no_stand_in:
         print()
-        part_two()
+        if args.smoke:
+            part_two(SMOKE_JOB_SECONDS, SMOKE_JOBS)
+        else:
+            part_two(STAND_IN_JOB_SECONDS, STAND_IN_JOBS)
     print(f"total wall time {time.perf_counter() - started:.1f} s")
 
 

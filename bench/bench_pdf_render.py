@@ -17,11 +17,14 @@ JPEG pages are (PSNR against the lossless raster), and what overlapping encoding
 rasterisation on a thread gains in one process, with each JPEG encoder (nothing with Pillow,
 which holds the GIL as get_pixmap does; simplejpeg releases it, and PageRenderer overlaps).
 
-Run: ``.venv/bin/python bench/bench_pdf_render.py`` (about 30 s on 2 cores). No assertions.
+Run: ``.venv/bin/python bench/bench_pdf_render.py`` (about 30 s on 2 cores), or with
+``--smoke`` (8 pages, 2 rounds, well under 30 s: the same measurements, too few to trust the
+ratios). No assertions.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import io
 import os
@@ -32,6 +35,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from multiprocessing import get_context
 from multiprocessing.pool import Pool
 from pathlib import Path
@@ -45,11 +49,21 @@ from PIL import Image
 from tasks.media.pdf_pages import PageRenderer, pymupdf_module
 from tasks.settings import EmbeddingSettings
 
-PAGES = 40
 DPI = 150
-ROUNDS = 8
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """Pages in the sample PDF, and timed rounds over them (fewer for PNG)."""
+
+    pages: int
+    rounds: int
+    png_rounds: int
+
+
 # PNG is ~8x slower to encode and only a comparison: fewer rounds keep the run under a minute.
-PNG_ROUNDS = 2
+FULL = Sizes(pages=40, rounds=8, png_rounds=2)
+SMOKE = Sizes(pages=8, rounds=2, png_rounds=1)
 WORDS = (
     *("vector", "index", "embedding", "corpus", "page", "render", "batch", "workflow"),
     *("shard", "checkpoint", "quota", "latency", "recall", "manifest", "backfill"),
@@ -76,6 +90,7 @@ def sample_pdf(path: Path, pages: int, seed: int = 0) -> None:
 
 
 def _bar_chart(fitz: ModuleType, page: Any, box: Any, rng: random.Random) -> None:
+    """Eight filled bars with labels, framed, in ``box``."""
     page.draw_rect(box, color=(0.2, 0.2, 0.2), width=0.8)
     bars = 8
     width = (box.width - 20) / bars
@@ -88,6 +103,7 @@ def _bar_chart(fitz: ModuleType, page: Any, box: Any, rng: random.Random) -> Non
 
 
 def _line_art(fitz: ModuleType, page: Any, box: Any, rng: random.Random) -> None:
+    """Three polylines and six circles, framed, in ``box``."""
     page.draw_rect(box, color=(0.2, 0.2, 0.2), width=0.8)
     for series, colour in enumerate(((0.8, 0.1, 0.1), (0.1, 0.5, 0.1), (0.1, 0.1, 0.8))):
         points = [
@@ -103,6 +119,7 @@ def _line_art(fitz: ModuleType, page: Any, box: Any, rng: random.Random) -> None
 
 
 def _table(fitz: ModuleType, page: Any, box: Any, rng: random.Random) -> None:
+    """A ruled 9 × 5 table of numbers under a header row, in ``box``."""
     rows, columns = 9, 5
     row_height, column_width = box.height / rows, box.width / columns
     for row in range(rows + 1):
@@ -119,6 +136,7 @@ def _table(fitz: ModuleType, page: Any, box: Any, rng: random.Random) -> None:
 
 
 def pages_per_second(run: Callable[[], int]) -> float:
+    """Pages ``run`` reports it handled, over its wall time."""
     started = time.perf_counter()
     count = run()
     return count / (time.perf_counter() - started)
@@ -153,6 +171,7 @@ def on_one_core(run: Callable[[], int]) -> Callable[[], int]:
 
 
 def bare_rasterisation(path: Path) -> Callable[[], int]:
+    """A run that rasterises every page of ``path`` (no encoding) and returns the page count."""
     document = pymupdf_module().open(path)
 
     def run() -> int:
@@ -163,8 +182,10 @@ def bare_rasterisation(path: Path) -> Callable[[], int]:
     return run
 
 
-def with_renderer(renderer: PageRenderer, path: Path) -> Callable[[], int]:
-    pages = [(str(path), number) for number in range(1, PAGES + 1)]
+def with_renderer(renderer: PageRenderer, path: Path, page_count: int) -> Callable[[], int]:
+    """A run that renders pages 1 to ``page_count`` of ``path`` with ``renderer`` and returns
+    how many it rendered (it stops the bench if one fails)."""
+    pages = [(str(path), number) for number in range(1, page_count + 1)]
 
     def run() -> int:
         results = list(renderer.render(pages))
@@ -221,11 +242,13 @@ def _simplejpeg(pixmap: Any) -> bytes:
     return simplejpeg.encode_jpeg(pixels, quality=85, colorspace="RGB", colorsubsampling="420")
 
 
-def jpeg_fidelity(path: Path, renderer: PageRenderer) -> tuple[float, int, int, int]:
+def jpeg_fidelity(
+    path: Path, renderer: PageRenderer, page_count: int
+) -> tuple[float, int, int, int]:
     """Mean PSNR (dB) of the rendered JPEGs against the lossless raster, bytes per page, size."""
     document = pymupdf_module().open(path)
     scores, sizes = [], []
-    for page_number in (1, PAGES // 2, PAGES):
+    for page_number in (1, page_count // 2, page_count):
         raster = document[page_number - 1].get_pixmap(dpi=DPI)
         exact = np.frombuffer(raster.samples, np.uint8).reshape(raster.height, raster.width, 3)
         (_, _, prepared) = next(renderer.render([(str(path), page_number)]))
@@ -296,9 +319,15 @@ def bare_rasterisation_in_two_processes(pool: Pool, path: Path) -> Callable[[], 
 
 
 def main() -> None:
+    """Measure and print the table and the notes below it."""
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--smoke", action="store_true", help="8 pages, 2 rounds")
+    sizes = SMOKE if parser.parse_args().smoke else FULL
     with tempfile.TemporaryDirectory(prefix="novaflow-bench-") as workdir:
         path = Path(workdir, "report.pdf")
-        sample_pdf(path, PAGES)
+        sample_pdf(path, sizes.pages)
         jpeg = EmbeddingSettings(pdf_dpi=DPI, pdf_image_format="jpeg", pdf_jpeg_quality=85)
         png = EmbeddingSettings(pdf_dpi=DPI, pdf_image_format="png")
         started = time.perf_counter()
@@ -317,26 +346,29 @@ def main() -> None:
             runs = {
                 "bare": bare_rasterisation(path),
                 "bare2": bare_rasterisation_in_two_processes(pool, path),
-            } | {name: with_renderer(renderer, path) for name, renderer in renderers.items()}
-            runs["jpeg1pin"] = on_one_core(with_renderer(renderers["jpeg1"], path))
+            } | {
+                name: with_renderer(renderer, path, sizes.pages)
+                for name, renderer in renderers.items()
+            }
+            runs["jpeg1pin"] = on_one_core(with_renderer(renderers["jpeg1"], path, sizes.pages))
             samples: dict[str, list[float]] = {name: [] for name in runs}
-            for round_number in range(ROUNDS):
+            for round_number in range(sizes.rounds):
                 for name, run in runs.items():
-                    if name.startswith("png") and round_number >= PNG_ROUNDS:
+                    if name.startswith("png") and round_number >= sizes.png_rounds:
                         continue
                     samples[name].append(pages_per_second(run))
         speed = {name: max(values) for name, values in samples.items()}
         median = {name: statistics.median(values) for name, values in samples.items()}
         overlap = {name: encode_overlap(path, encode) for name, encode in ENCODERS.items()}
-        psnr, jpeg_bytes, width, height = jpeg_fidelity(path, renderers["jpeg1"])
+        psnr, jpeg_bytes, width, height = jpeg_fidelity(path, renderers["jpeg1"], sizes.pages)
         costs = encoder_costs(path)
         for renderer in renderers.values():
             renderer.close()
 
     print(
-        f"{PAGES} A4 pages (text, chart, table, line art) at {DPI} dpi = {width}x{height} px; "
-        f"{os.cpu_count()} CPUs; pages/s, best and median of {ROUNDS} interleaved rounds "
-        f"({PNG_ROUNDS} for PNG)"
+        f"{sizes.pages} A4 pages (text, chart, table, line art) at {DPI} dpi = {width}x{height} "
+        f"px; {os.cpu_count()} CPUs; pages/s, best and median of {sizes.rounds} interleaved "
+        f"rounds ({sizes.png_rounds} for PNG)"
     )
     print(f"{'':40}{'best':>7}{'median':>7}{'ratio':>7}{'goal':>7}{'met':>5}  ratio (best) to")
     rows = (

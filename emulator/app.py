@@ -26,6 +26,7 @@ from emulator.http import BackgroundServer, Call, RouteSpec, ServiceApp
 from emulator.misbehaviour import AsyncJobBehaviour, FaultInjector, Misbehaviour
 from emulator.nova.service import NovaRuntime
 from emulator.objects import S3ObjectStore
+from emulator.s3_conditional import enforce_conditional_writes
 from emulator.s3vectors.service import ROUTES as S3VECTORS_ROUTES
 from emulator.s3vectors.service import S3VectorsService, SearchSettings
 
@@ -106,6 +107,7 @@ class Emulator:
         settings = self.settings
         for name in ("werkzeug", "moto"):
             logging.getLogger(name).setLevel(logging.WARNING)
+        enforce_conditional_writes()
         self._moto = ThreadedMotoServer(
             ip_address=settings.host, port=settings.s3_port, verbose=False
         )

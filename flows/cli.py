@@ -6,14 +6,13 @@ import argparse
 import json
 import os
 import sys
-import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from flows.backend import backend_environment
-from flows.report_commands import command_evaluate, command_report, print_report_lines
+from flows.report_commands import command_evaluate, command_report
+from flows.run_commands import command_demo, command_run
 
 DEFAULT_WORKDIR = Path(".novaflow")
 
@@ -168,113 +167,27 @@ def _evaluation_update(args: argparse.Namespace) -> dict[str, Any]:
     return update
 
 
+def _bind_prefect_server_to_this_process() -> None:
+    """Without a Prefect API to talk to, Prefect starts a temporary server as a subprocess;
+    have it end when novaflow ends, even by SIGKILL (the kernel's parent-death signal), rather
+    than live on with parent 1. Prefect offers no setting for it; the server module is imported
+    here, before the first flow run would import it anyway."""
+    from prefect.settings import PREFECT_API_URL
+
+    if PREFECT_API_URL.value():
+        return
+    import prefect.server.api.server as prefect_server
+
+    from tasks.child_lifetime import bind_children_to_this_process
+
+    bind_children_to_this_process(prefect_server)
+
+
 def _quiet_prefect() -> None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     # The temporary API server can take a while to start on a loaded 2-core machine.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
-
-
-def run_job(
-    settings: Any,
-    source: Any,
-    *,
-    run_id: str | None = None,
-    resume: bool = False,
-    allow_empty_corpus: bool = False,
-) -> int:
-    """Run the whole job on ``source`` (a :class:`tasks.corpus.source.CorpusSource`) with
-    ``settings``: a new run, the run ``run_id``, or with ``resume`` the newest unfinished one.
-    Prints the summary; returns 0 when every unit ended embedded or quarantined, else 1."""
-    _quiet_prefect()
-    from flows.reembed import ReembedParameters, reembed
-    from tasks.report.summary import RunSummary, summary_lines
-
-    if resume:
-        from tasks.plan.stage import unfinished_run
-        from tasks.store import CheckpointStore
-
-        run_id = unfinished_run(CheckpointStore(settings.store))
-        if run_id is None:
-            print(f"novaflow run --resume: no unfinished run in {settings.store}", file=sys.stderr)
-            return 2
-        print(f"resuming run {run_id}: finished shards are kept, submitted jobs are polled")
-    params = ReembedParameters(
-        manifest=source.manifest,
-        corpus=source.corpus,
-        root=source.root,
-        allow_empty_corpus=allow_empty_corpus,
-        settings=settings,
-        **({"run_id": run_id} if run_id else {}),
-    )
-    print(f"novaflow run {params.run_id} ({settings.backend} backend, store {settings.store})")
-    with (
-        backend_environment(settings.backend, Path(settings.store)),
-        shard_progress_bar(settings.store, params.run_id),
-    ):
-        state = reembed(params, return_state=True)
-    outcome = state.result(raise_on_failure=False)
-    summary = outcome if isinstance(outcome, RunSummary) else None
-    if summary is not None:
-        for line in summary_lines(summary):
-            print(line)
-        print(f"  details  {settings.store}/runs/{params.run_id}/summary.json")
-    print_report_lines(settings.store, params.run_id)
-    if state.is_failed():
-        print(f"novaflow run {params.run_id} failed: {state.message or outcome}", file=sys.stderr)
-        return 1
-    return 0 if summary is not None and summary.adds_up else 1
-
-
-@contextmanager
-def shard_progress_bar(store: str, run_id: str) -> Iterator[None]:
-    """While the ``with`` block runs, draw the run's shards finished out of planned on the
-    terminal (only when stderr is one), read from the run's checkpoints twice a second."""
-    if not sys.stderr.isatty():
-        yield
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
-    from tasks.report.progress import run_progress
-    from tasks.store import CheckpointStore
-
-    checkpoints = CheckpointStore(store)
-    stop = threading.Event()
-    with Progress(
-        "  embedding",
-        BarColumn(),
-        MofNCompleteColumn(),
-        "shards",
-        TimeElapsedColumn(),
-        transient=True,
-    ) as bar:
-        shards = bar.add_task("shards", total=None)
-
-        def watch() -> None:
-            while not stop.wait(0.5):
-                progress = run_progress(checkpoints, run_id)
-                bar.update(shards, completed=progress.shards_done, total=progress.shards_total)
-
-        watcher = threading.Thread(target=watch, name="novaflow-progress", daemon=True)
-        watcher.start()
-        try:
-            yield
-        finally:
-            stop.set()
-            watcher.join()
-
-
-def command_run(args: argparse.Namespace) -> int:
-    """``novaflow run``: the whole job; exit 0 when every unit ended embedded or quarantined."""
-    from tasks.corpus.source import CorpusSource
-
-    return run_job(
-        _settings(args),
-        CorpusSource(args.manifest, args.corpus, args.root),
-        run_id=args.run_id,
-        resume=args.resume,
-        allow_empty_corpus=args.allow_empty_corpus,
-    )
 
 
 def command_plan(args: argparse.Namespace) -> int:
@@ -326,35 +239,6 @@ def command_search(args: argparse.Namespace) -> int:
     return 0
 
 
-def command_demo(args: argparse.Namespace) -> int:
-    """``novaflow demo``: generate the demo corpus and run the whole job on the stand-in."""
-    from tasks.demo.corpus import generate_demo_corpus
-
-    workdir: Path = args.workdir
-    corpus = generate_demo_corpus(workdir / "corpus")
-    print(
-        f"novaflow demo: corpus of {corpus.good_files} files and {corpus.broken_files} broken "
-        f"ones in {corpus.root}"
-    )
-    from tasks.corpus.source import CorpusSource
-    from tasks.settings import NovaflowSettings
-
-    store = str(workdir / "store")
-    settings = NovaflowSettings()
-    evaluation = settings.evaluation.model_copy(update={"qrels": str(corpus.qrels)})
-    settings = settings.model_copy(
-        update={"store": store, "backend": "local", "evaluation": evaluation}
-    )
-    source = CorpusSource(manifest=str(corpus.manifest), root=str(corpus.root))
-    status = run_job(settings, source)
-    print(f'search it: novaflow search "sourdough baking" --store {workdir / "store"}')
-    print(
-        f'           novaflow search "bouncing square" --store {workdir / "store"} '
-        """--filter '{"item_id": "video/talk-long"}'   (segments of the long video)"""
-    )
-    return status
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``novaflow`` console command."""
     args_list = list(sys.argv[1:] if argv is None else argv)
@@ -367,10 +251,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         from tasks.demo.tour import main as tour_main
 
         return tour_main()
+    from tasks.child_lifetime import bind_children_to_this_process
+
+    bind_children_to_this_process()  # SIGTERM and SIGHUP end novaflow as an exception would
     if args.command in ("run", "evaluate", "demo"):
         _quiet_prefect()
+        _bind_prefect_server_to_this_process()
     commands = {
-        "run": command_run,
+        "run": lambda args: command_run(args, _settings),
         "plan": command_plan,
         "search": command_search,
         "demo": command_demo,

@@ -40,9 +40,11 @@ from tasks.prefect_tasks import (
 )
 from tasks.records import new_run_id
 from tasks.report.summary import RunSummary, run_summary, summary_lines, summary_markdown
-from tasks.settings import NovaflowSettings
+from tasks.runs.lease import HeldLease, held_lease, lease_location
+from tasks.runs.records import new_run_record, recorded_run
+from tasks.settings import SHARDS_IN_PARALLEL, NovaflowSettings
+from tasks.store import CheckpointStore
 
-SHARDS_IN_PARALLEL = 2  # each shard already runs `throughput.concurrency` model calls at once
 ASYNC_STAGES = 1  # the one task that submits and polls every async job of the run
 
 
@@ -85,7 +87,25 @@ def _shards_as_completed(
     validate_parameters=True,
 )
 def reembed(params: ReembedParameters) -> RunSummary:
-    """Bring the index in line with the corpus; returns the run's summary."""
+    """Bring the index in line with the corpus; returns the run's summary.
+
+    The run holds its lease throughout (a second process on the same run is refused, naming
+    this one) and records what it was asked to do before any work, so that it can be resumed
+    from any moment."""
+    settings, run_id = params.settings, params.run_id
+    store = CheckpointStore(settings.store)
+    with held_lease(lease_location(store, run_id), run_id) as lease:
+        recorded_run(
+            store,
+            new_run_record(
+                run_id, params.manifest, params.corpus, params.root,
+                params.allow_empty_corpus, settings.model_dump_json(),
+            ),
+        )  # fmt: skip
+        return _stages(params, lease)
+
+
+def _stages(params: ReembedParameters, lease: HeldLease) -> RunSummary:
     logger = get_run_logger()
     started = time.monotonic()
     settings, run_id = params.settings, params.run_id
@@ -101,6 +121,7 @@ def reembed(params: ReembedParameters) -> RunSummary:
     failed_shards: list[int] = []
     shards = _shards_as_completed(settings, run_id, totals.shards)
     for done, (shard, future) in enumerate(shards, start=1):
+        lease.raise_if_lost()  # another process took the run over: stop before doing more
         try:
             outcomes.append(future.result())
         except Exception as exc:  # the barrier's decision: quarantine the shard, keep the rest
@@ -120,6 +141,7 @@ def reembed(params: ReembedParameters) -> RunSummary:
             async_failed = True
             jobs = quarantined_async_units(settings, run_id, f"async stage failed: {exc}")
 
+    lease.raise_if_lost()
     load = load_index(settings, run_id)
     commit_state(settings, run_id)
     gather_failures(settings, run_id)

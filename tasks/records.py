@@ -20,6 +20,10 @@ UnitKind = Literal["text_chunk", "text", "image", "pdf_page", "audio", "video"]
 Route = Literal["sync", "async"]
 Stage = Literal["manifest", "plan", "prepare", "embed", "load"]
 
+ROW_STAGE: Stage = "manifest"
+"""The stage of a failed manifest row: a row rejected in place of an item (bad row, duplicate
+id …), so its failure belongs to no item's state, whatever id it carries."""
+
 
 @dataclass(frozen=True)
 class Item:

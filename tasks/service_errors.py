@@ -57,6 +57,12 @@ UNREADABLE_OBJECT_CODES = FORBIDDEN_CODES | frozenset({"InvalidObjectState"})
 BAD_REQUEST_CODES = frozenset({"InvalidArgument", "InvalidBucketName", "KeyTooLongError"})
 """S3: the request names something S3 cannot take (a bad bucket name, a key too long)."""
 
+CONDITIONAL_WRITE_LOST_CODES = frozenset(
+    {"PreconditionFailed", "ConditionalRequestConflict", "NoSuchKey"}
+)
+"""S3: a conditional write (``If-None-Match``/``If-Match``) lost to another writer: the object
+changed (412), another conditional write was in flight (409), or it was deleted (404)."""
+
 RETRIED_NEXT_RUN_CODES = TRANSIENT_CODES | frozenset(
     {
         "throttled",

@@ -16,6 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 NOVA_MODEL_ID = "amazon.nova-2-multimodal-embeddings-v1:0"
+SHARDS_IN_PARALLEL = 2
+"""Shards a run embeds side by side in one process, each with ``throughput.concurrency`` calls
+in flight: the flow's task runner and the size of the shared Bedrock connection pool."""
 
 
 class _Frozen(BaseModel):

@@ -75,6 +75,14 @@ class CheckpointStore:
         """``runs/<run_id>``: everything one run decided."""
         return self._path("runs", run_id)
 
+    def run_record_path(self, run_id: str) -> str:
+        """What a run was asked to do (JSON), written before any of its work."""
+        return self._path("runs", run_id, "run.json")
+
+    def lease_path(self, run_id: str) -> str:
+        """Who is working on a run now (JSON): one live holder at a time."""
+        return self._path("runs", run_id, "lease.json")
+
     def manifest_path(self, run_id: str) -> str:
         """The resolved manifest of a run."""
         return self._path("runs", run_id, "manifest.parquet")

@@ -31,7 +31,7 @@ from tasks.nova.requests import Payload
 from tasks.outcomes import ShardOutcome
 from tasks.pacing import Pacer
 from tasks.records import Failure, Unit, metadata_json
-from tasks.settings import EmbeddingSettings, NovaflowSettings
+from tasks.settings import SHARDS_IN_PARALLEL, EmbeddingSettings, NovaflowSettings
 from tasks.store import CheckpointStore
 from tasks.tables import failures_table, units_from_table, vector_metadata
 
@@ -148,7 +148,8 @@ def embedded_shard(settings: NovaflowSettings, run_id: str, shard: int) -> Shard
     by_key = {unit.key: unit for unit in units}
     throughput = settings.throughput
     embedder = Embedder(
-        bedrock_runtime_client(throughput.concurrency),
+        # One client for the process: its pool serves every shard embedded side by side.
+        bedrock_runtime_client(throughput.concurrency * SHARDS_IN_PARALLEL),
         settings.embedding,
         throughput,
         process_pacer(throughput.requests_per_second),

@@ -92,14 +92,22 @@ def checkpoint_blocks(
     """The rows of the Parquet files at ``paths``, in that order, as record batches of
     ``block_rows`` rows (the last one shorter) holding only ``columns``.
 
-    Small files are joined into full blocks (a run writes a file per shard, often smaller than a
-    block) and files are read a few pages at a time, so memory is bounded by about two blocks
-    whatever the size of a file or row group.
+    Files are read a few pages at a time and small files are joined into full blocks (a run
+    writes a file per shard, often smaller than a block), so memory is bounded by about two
+    blocks whatever the size of a file or row group.
     """
+    _check_positive("block_rows", block_rows)
+    batches = _parquet_batches(filesystem, paths, min(block_rows, READ_BATCH_ROWS), columns)
+    yield from rechunked(batches, block_rows)
+
+
+def rechunked(batches: Iterable[pa.RecordBatch], block_rows: int) -> Iterator[pa.RecordBatch]:
+    """``batches`` cut again into record batches of ``block_rows`` rows (the last one shorter),
+    in order: longer ones are sliced (no copy), shorter ones joined (copied)."""
     _check_positive("block_rows", block_rows)
     pending: list[pa.RecordBatch] = []
     count = 0
-    for batch in _parquet_batches(filesystem, paths, min(block_rows, READ_BATCH_ROWS), columns):
+    for batch in batches:
         while batch.num_rows:
             part = batch.slice(0, block_rows - count)
             pending.append(part)
@@ -118,13 +126,19 @@ def _parquet_batches(
     for path in paths:
         with filesystem.open_input_file(path) as source:
             parquet = pq.ParquetFile(source, buffer_size=READ_BUFFER_BYTES, pre_buffer=False)
-            yield from parquet.iter_batches(batch_size=rows, columns=list(columns))
+            # One decoding thread: reader threads each keep memory of their own.
+            yield from parquet.iter_batches(
+                batch_size=rows, columns=list(columns), use_threads=False
+            )
 
 
 def _joined(parts: list[pa.RecordBatch]) -> pa.RecordBatch:
     if len(parts) == 1:
         return parts[0]
-    return pa.Table.from_batches(parts).combine_chunks().to_batches()[0]
+    # Column by column: files written apart may differ in nullability or schema metadata.
+    names = parts[0].schema.names
+    columns = [pa.concat_arrays([part.column(name) for part in parts]) for name in names]
+    return pa.record_batch(columns, names=names)
 
 
 def exact_top_k(
@@ -140,15 +154,14 @@ def exact_top_k(
     the vectors of ``blocks`` (record batches with ``key`` and ``embedding`` columns).
 
     ``query_keys[i]`` is the key query ``i`` has in the data, or None: a query sampled from the
-    index never finds itself. Batches longer than ``block_rows`` are searched in slices of that
-    many rows, which with the query count sets the memory used. Keys are taken to be unique in
-    the data, as in the index.
+    index never finds itself. The batches are searched in blocks of ``block_rows`` rows (see
+    ``rechunked``), which with the query count sets the memory used. Keys are taken to be
+    unique in the data, as in the index.
     """
     search = _StreamingSearch(queries, query_keys, k, metric, block_rows)
-    for batch in blocks:
-        for start in range(0, batch.num_rows, block_rows):
-            search.add(batch.slice(start, block_rows))
-        del batch  # before the next is read: a streaming source can then reuse its memory
+    for block in rechunked(blocks, block_rows):
+        search.add(block)
+        del block  # before the next is read: a streaming source can then reuse its memory
     return search.result()
 
 
@@ -242,23 +255,26 @@ class _StreamingSearch:
     def _scores(self, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Float32 scores ``(Q, rows)`` that order the block like the distance (cosine:
         −similarity; euclidean: ‖x‖² − 2q·x), and per query a bound on their error."""
-        count = len(vectors)
-        if self._buffer.size < len(self._queries) * count:
-            self._buffer = np.empty(len(self._queries) * self._block_rows, dtype=np.float32)
-        scores = self._buffer[: len(self._queries) * count].reshape(len(self._queries), count)
-        np.matmul(self._ranking, vectors.T, out=scores)
+        count, queries = len(vectors), len(self._queries)
+        if self._buffer.size < queries * count:
+            self._buffer = np.empty(queries * self._block_rows, dtype=np.float32)
+        scores = self._buffer[: queries * count].reshape(queries, count)
         squared = np.einsum("ij,ij->i", vectors, vectors)
         if self._metric == "cosine":
-            norms = np.sqrt(squared)
             scale = np.zeros(count, dtype=np.float32)
+            norms = np.sqrt(squared)
             np.divide(np.float32(-1), norms, out=scale, where=norms > 0)
-            scores *= scale
-            margins = np.full(len(self._queries), self._margin_factor)
-        else:
-            scores += squared
-            largest = float(squared.max()) * (1 + 2 * _gamma(self._dimension))
-            margins = self._margin_factor * (2 * self._norms * np.sqrt(largest) + 2 * largest)
-        return scores, margins
+            # Scale whichever is smaller, the block (rows × dimension) or its scores.
+            if queries > self._dimension:
+                np.matmul(self._ranking, (vectors * scale[:, None]).T, out=scores)
+            else:
+                np.matmul(self._ranking, vectors.T, out=scores)
+                scores *= scale
+            return scores, np.full(queries, self._margin_factor)
+        np.matmul(self._ranking, vectors.T, out=scores)
+        scores += squared
+        largest = float(squared.max()) * (1 + 2 * _gamma(self._dimension))
+        return scores, self._margin_factor * (2 * self._norms * np.sqrt(largest) + 2 * largest)
 
     def _exclude_own(self, keys: pa.Array, scores: np.ndarray) -> None:
         """Mark each query's own vector as never a candidate (NaN fails every comparison)."""
@@ -302,25 +318,19 @@ class _StreamingSearch:
         """The distances of the (query row, block column) pairs, computed in float64 from the
         vectors and rounded to float32.
 
-        Float32 products of a float32 query and vector are exact in float64, so the distances
-        do not depend on where a vector sat in its block; the products are taken one query at
-        a time (``rows`` is sorted), a matrix-vector product over its gathered candidates.
+        Products of float32 numbers are exact in float64, so the distances do not depend on
+        where a vector sat in its block. One query at a time (``rows`` is sorted): a
+        matrix-vector product over its gathered candidates, whose norms are taken while they
+        are in cache.
         """
-        wanted = np.zeros(len(vectors), dtype=bool)
-        wanted[columns] = True
-        distinct = np.flatnonzero(wanted)
-        squared_norms = np.zeros(len(vectors), dtype=np.float64)
-        for start in range(0, len(distinct), READ_BATCH_ROWS):  # bounds the float64 copy
-            chosen = distinct[start : start + READ_BATCH_ROWS]
-            rows64 = vectors[chosen].astype(np.float64)
-            squared_norms[chosen] = np.einsum("ij,ij->i", rows64, rows64)
-        squared = squared_norms[columns]
         products = np.empty(len(rows), dtype=np.float64)
+        squared = np.empty(len(rows), dtype=np.float64)
         starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
         stops = np.r_[starts[1:], len(rows)]
         for start, stop in zip(starts.tolist(), stops.tolist(), strict=True):
             gathered = vectors[columns[start:stop]].astype(np.float64)
             products[start:stop] = gathered @ self._queries[rows[start]]
+            squared[start:stop] = np.einsum("ij,ij->i", gathered, gathered)
         if self._metric == "cosine":
             norms = np.sqrt(squared) * self._norms[rows]
             similarity = np.zeros_like(products)

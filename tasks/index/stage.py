@@ -20,6 +20,7 @@ from tasks.aws_clients import s3vectors_client
 from tasks.job_ledger import JobLedger
 from tasks.outcomes import LoadOutcome
 from tasks.pacing import Pacer
+from tasks.records import ROW_STAGE
 from tasks.service_errors import RETRIED_NEXT_RUN_CODES
 from tasks.settings import NovaflowSettings
 from tasks.state import StateEntry, read_state, write_state
@@ -105,11 +106,15 @@ def _column_rows(store: CheckpointStore, paths: list[str], columns: list[str]) -
 def committed_state(settings: NovaflowSettings, run_id: str) -> int:
     """Replace the index's state with what it holds after this run; returns the item count.
 
-    An item whose units all made it is ``complete``; one with units that failed through its own
-    fault is ``quarantined`` (left alone until it changes); one with transient failures is
-    ``incomplete`` when this run loaded some of its vectors (its keys: all it may hold, so a
-    later removal deletes them), else it keeps its previous entry; either way the next run plans
-    it again.
+    An item whose units all made it is ``complete``; one that failed through its own fault, in
+    planning or in any unit, is ``quarantined`` (left alone until it changes); one with
+    transient failures is ``incomplete`` when this run loaded some of its vectors (its keys: all
+    it may hold, so a later removal deletes them), else it keeps its previous entry; either way
+    the next run plans it again.
+
+    Only an item's own failures decide its state: those of the plan stage or later. A manifest
+    row's failure (:data:`ROW_STAGE`) is a row that never became an item, and the id it carries
+    may be another row's: a duplicate's is the id of the row that kept it.
     """
     store = CheckpointStore(settings.store)
     index = settings.index
@@ -122,8 +127,9 @@ def committed_state(settings: NovaflowSettings, run_id: str) -> int:
         embedded[row["item_id"]].append(row["key"])
     failure_codes: defaultdict[str, set[str]] = defaultdict(set)
     failure_files = store.list_files(store.run_failures_dir(run_id))
-    for row in _column_rows(store, failure_files, ["item_id", "code"]):
-        failure_codes[row["item_id"]].add(row["code"])
+    for row in _column_rows(store, failure_files, ["item_id", "stage", "code"]):
+        if row["stage"] != ROW_STAGE:
+            failure_codes[row["item_id"]].add(row["code"])
     manifest = {
         row["item_id"]: row
         for row in _column_rows(
@@ -161,11 +167,8 @@ def committed_state(settings: NovaflowSettings, run_id: str) -> int:
                 held = set(previous.keys if previous else ()) | set(embedded[item_id])
                 state[item_id] = entry(item_id, held, "incomplete")
             continue
+        # An item that failed planning is remembered too, with no keys, so that an unchanged
+        # corpus is not planned again.
         status = "quarantined" if codes else "complete"
         state[item_id] = entry(item_id, embedded.get(item_id, []), status)
-    # Items that failed planning through their own fault (corrupt, encrypted, empty …) have no
-    # vectors; remembering them keeps an unchanged corpus from being planned again.
-    for item_id, codes in failure_codes.items():
-        if item_id in manifest and item_id not in state and not codes & RETRIED_NEXT_RUN_CODES:
-            state[item_id] = entry(item_id, (), "quarantined")
     return write_state(store, index.vector_bucket, index.index, state.values())

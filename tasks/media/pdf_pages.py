@@ -46,6 +46,7 @@ from itertools import islice
 from types import ModuleType, TracebackType
 from typing import TYPE_CHECKING, Any, Literal, cast
 
+from tasks.child_lifetime import die_with_parent
 from tasks.media.images import MAX_INLINE_BASE64_BYTES, PreparationError, PreparedImage
 from tasks.media.raster_encoding import OverlappedEncoder, Raster, jpeg_page, raster
 
@@ -422,6 +423,7 @@ _WORKER_TRIM_THRESHOLD = 64 * 1024 * 1024
 
 def _start_worker(options: _RenderOptions) -> None:
     global _worker_renderer
+    die_with_parent()  # a worker never outlives novaflow, however novaflow ends
     _keep_large_buffers_mapped()
     fitz = pymupdf_module()
     # Failures come back as PreparationError messages; MuPDF's own stderr lines would only

@@ -78,8 +78,9 @@ def planned_items(
 ) -> Iterator[ItemPlan | Failure]:
     """One ItemPlan per current item, then one per removed item; Failures for bad items.
 
-    A changed item that can no longer be expanded (it became corrupt, say) is quarantined and
-    its old vectors are deleted, so the index never holds a version the corpus no longer has.
+    An item that cannot be expanded (corrupt, encrypted, over the limits …) yields its Failure
+    and then its ItemPlan, with no units: it is quarantined, and when it is a changed item its
+    old vectors are deleted, so the index never holds a version the corpus no longer has.
     """
     config_hash = settings.config_hash()
     seen: set[str] = set()
@@ -100,14 +101,15 @@ def planned_items(
         except (PreparationError, OSError) as exc:
             code = getattr(exc, "code", "unreadable")
             yield Failure(entry.item_id, entry.uri, "plan", code, str(exc))
-            if old_keys:
-                yield ItemPlan(
-                    change="changed",
-                    reason=f"now unusable ({code}); its old vectors are removed",
-                    keys_to_delete=old_keys,
-                    fingerprint=entry.fingerprint,
-                    **common,
-                )
+            # Still the item's plan row: the run counts it as an item and commits its state.
+            removal = "; its old vectors are removed" if old_keys else ""
+            yield ItemPlan(
+                change=change,
+                reason=f"unusable ({code}){removal}",
+                keys_to_delete=old_keys,
+                fingerprint=entry.fingerprint,
+                **common,
+            )
             continue
         new_keys = {unit.key for unit in expansion.sync_units}
         # Async segment keys are known only when a job ends; until then the old ones stay.

@@ -10,7 +10,6 @@ import json
 from collections.abc import Callable, Iterable, Iterator
 
 import pyarrow as pa
-import pyarrow.fs as pafs
 
 from tasks import schemas
 from tasks.local_copies import local_source
@@ -90,18 +89,3 @@ def planned_run(
     # Written last: its presence means the whole plan is on disk.
     store.write_text(totals_path, json.dumps(totals.to_json(), indent=2))
     return totals
-
-
-def unfinished_run(store: CheckpointStore) -> str | None:
-    """The id of the most recently planned run that has no summary yet (it was killed before
-    its end), or None: the run ``novaflow run --resume`` takes up again."""
-    selector = pafs.FileSelector(store.runs_dir(), allow_not_found=True)
-    candidates: list[tuple[float, str]] = []
-    for info in store.filesystem.get_file_info(selector):
-        if info.type != pafs.FileType.Directory:
-            continue
-        totals = store.filesystem.get_file_info(store.plan_totals_path(info.base_name))
-        finished = store.exists(store.summary_path(info.base_name))
-        if totals.type == pafs.FileType.File and not finished:
-            candidates.append((totals.mtime_ns or 0, info.base_name))
-    return max(candidates)[1] if candidates else None

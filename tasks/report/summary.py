@@ -7,22 +7,54 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
 from tasks import schemas
 from tasks.outcomes import AsyncOutcome, LoadOutcome, PlanTotals, ShardOutcome
+from tasks.records import ROW_STAGE
+from tasks.service_errors import RETRIED_NEXT_RUN_CODES
 from tasks.settings import NovaflowSettings
 from tasks.store import CheckpointStore
 
 
 @dataclass(frozen=True)
+class ItemOutcomes:
+    """How this run ended for each item of the corpus, counted; every item is in exactly one
+    count. ``planned`` is the items the corpus resolved to (new, changed and unchanged; removed
+    items are not in the corpus). ``embedded``: new or changed, and every unit embedded, with no
+    failure (state ``complete``). ``unchanged``: skipped, as the index already has it.
+    ``quarantined``: new or changed, and failed through its own fault, in planning or in a unit
+    (state ``quarantined``; left alone until it changes). ``failed``: new or changed, with a
+    failure a later run may well not meet (throttled, a shard or job that failed); planned again
+    by the next run. ``rows_rejected``: manifest rows that never became an item (malformed, bad
+    metadata, a duplicate id, a missing file …); they are rows, not items, in no item count."""
+
+    planned: int
+    embedded: int
+    unchanged: int
+    quarantined: int
+    failed: int
+    rows_rejected: int
+
+    @property
+    def adds_up(self) -> bool:
+        """``planned == embedded + unchanged + quarantined + failed``."""
+        return self.planned == self.embedded + self.unchanged + self.quarantined + self.failed
+
+
+@dataclass(frozen=True)
 class RunSummary:
-    """One run, counted. For a finished run ``adds_up``: every sync unit planned ended embedded
-    or quarantined, and every async job (one per long file) ended collected or quarantined;
-    a collected job's segments are counted as embedded or quarantined in ``async_segments_*``.
-    Items that failed before they had units are counted in ``items_quarantined``."""
+    """One run, counted. For a finished run ``adds_up``: every item of the corpus ended in
+    exactly one of ``item_outcomes``' counts, every sync unit planned ended embedded or
+    quarantined, and every async job (one per long file) ended collected or quarantined; a
+    collected job's segments are counted as embedded or quarantined in ``async_segments_*``.
+    ``items`` is the plan's count by change (new, changed, unchanged, removed)."""
 
     run_id: str
     items: dict[str, int]
-    items_quarantined: int
+    item_outcomes: ItemOutcomes
     units_planned: int
     units_embedded: int
     units_quarantined: int
@@ -48,19 +80,73 @@ class RunSummary:
     metadata_warnings: tuple[str, ...] = ()
 
     @property
-    def adds_up(self) -> bool:
+    def units_add_up(self) -> bool:
         """Every planned unit and every async job ended embedded or quarantined."""
         return (
             self.units_planned == self.units_embedded + self.units_quarantined
             and self.async_jobs == self.async_jobs_collected + self.async_jobs_quarantined
         )
 
+    @property
+    def adds_up(self) -> bool:
+        """Every item, every planned unit and every async job is accounted for."""
+        return self.item_outcomes.adds_up and self.units_add_up
+
     def to_json(self) -> dict[str, object]:
-        """A JSON-ready copy, with ``adds_up``."""
+        """A JSON-ready copy, with ``adds_up`` (the run's, and the items' in ``item_outcomes``)."""
         document = asdict(self)
+        document["item_outcomes"]["adds_up"] = self.item_outcomes.adds_up
         document["metadata_warnings"] = list(self.metadata_warnings)
         document["adds_up"] = self.adds_up
         return document
+
+
+def _true_count(mask: pa.ChunkedArray | pa.Array) -> int:
+    return pc.sum(mask.cast(pa.int64())).as_py() or 0
+
+
+def _item_ids(store: CheckpointStore, paths: list[str]) -> pa.Array:
+    """The distinct item ids in the ``item_id`` column of the Parquet files at ``paths``."""
+    columns = [
+        pq.read_table(path, columns=["item_id"], filesystem=store.filesystem).column("item_id")
+        for path in paths
+    ]
+    if not columns:
+        return pa.array([], pa.string())
+    return pc.unique(pa.chunked_array(columns, pa.string()))
+
+
+def item_outcomes(
+    store: CheckpointStore, run_id: str, totals: PlanTotals, failures: pa.Table
+) -> ItemOutcomes:
+    """Count how the run ended for its items, from its plan, its embeddings and ``failures``
+    (the gathered failures file), by the rule the state is committed by: an item's own failures
+    (plan stage or later) decide it, a transient one first; a manifest row's never do.
+
+    ``embedded`` is counted from the vectors the run wrote, not as what is left over, so an item
+    that ended with neither a vector nor a failure breaks the identity instead of hiding."""
+    plan = pq.read_table(
+        store.plan_path(run_id), columns=["item_id", "change"], filesystem=store.filesystem
+    )
+    current = plan.filter(pc.field("change") != "removed")
+    ids = current.column("item_id")
+    worked = pc.not_equal(current.column("change"), "unchanged")
+    is_row = pc.equal(failures.column("stage"), ROW_STAGE)
+    own = failures.filter(pc.invert(is_row))
+    retried = pc.is_in(own.column("code"), value_set=pa.array(sorted(RETRIED_NEXT_RUN_CODES)))
+    failing = pc.is_in(ids, value_set=pc.unique(own.column("item_id")))
+    retrying = pc.is_in(ids, value_set=pc.unique(own.filter(retried).column("item_id")))
+    with_vectors = pc.is_in(
+        ids, value_set=_item_ids(store, store.list_files(store.embeddings_dir(run_id)))
+    )
+    return ItemOutcomes(
+        planned=sum(totals.items.get(change, 0) for change in ("new", "changed", "unchanged")),
+        embedded=_true_count(pc.and_(worked, pc.and_not(with_vectors, failing))),
+        unchanged=current.num_rows - _true_count(worked),
+        quarantined=_true_count(pc.and_(worked, pc.and_not(failing, retrying))),
+        failed=_true_count(pc.and_(worked, retrying)),
+        rows_rejected=_true_count(is_row),
+    )
 
 
 def run_summary(
@@ -76,11 +162,10 @@ def run_summary(
     store = CheckpointStore(settings.store)
     failures = store.read_table(store.failures_path(run_id), schemas.FAILURES)
     codes = Counter(failures.column("code").to_pylist())
-    unit_keys = failures.column("unit_key").to_pylist()
     summary = RunSummary(
         run_id=run_id,
         items=dict(totals.items),
-        items_quarantined=sum(1 for key in unit_keys if key is None),
+        item_outcomes=item_outcomes(store, run_id, totals, failures),
         units_planned=totals.units_to_embed,
         units_embedded=sum(outcome.embedded for outcome in shards),
         units_quarantined=sum(outcome.quarantined for outcome in shards),
@@ -109,16 +194,22 @@ def run_summary(
     return summary
 
 
+_NOT_ADDING_UP = "  (DOES NOT ADD UP)"
+
+
 def summary_lines(summary: RunSummary) -> list[str]:
     """The summary as the terminal shows it."""
-    items = summary.items
+    items, ended = summary.items, summary.item_outcomes
     lines = [
         f"run {summary.run_id}: {summary.wall_seconds:.1f} s",
         f"  items    {items.get('new', 0)} new, {items.get('changed', 0)} changed, "
-        f"{items.get('unchanged', 0)} unchanged, {items.get('removed', 0)} removed, "
-        f"{summary.items_quarantined} quarantined",
+        f"{items.get('unchanged', 0)} unchanged, {items.get('removed', 0)} removed",
+        f"  ended    {ended.embedded} embedded, {ended.unchanged} unchanged, "
+        f"{ended.quarantined} quarantined, {ended.failed} failed of {ended.planned} items"
+        + ("" if ended.adds_up else _NOT_ADDING_UP),
+        f"  rows     {ended.rows_rejected} manifest rows rejected",
         f"  units    {summary.units_embedded} embedded, {summary.units_quarantined} quarantined "
-        f"of {summary.units_planned} planned" + ("" if summary.adds_up else "  (DOES NOT ADD UP)"),
+        f"of {summary.units_planned} planned" + ("" if summary.units_add_up else _NOT_ADDING_UP),
         *_async_lines(summary),
         f"  index    {summary.vectors_written} vectors written, "
         f"{summary.keys_deleted} keys deleted",

@@ -20,6 +20,7 @@ from tasks.evaluate.exact_search import (
     checkpoint_blocks,
     embedding_matrix,
     exact_top_k,
+    rechunked,
 )
 from tasks.schemas import embeddings_schema
 
@@ -167,6 +168,39 @@ def test_a_large_row_group_is_read_a_block_at_a_time(tmp_path: Path) -> None:
     np.testing.assert_array_equal(
         np.concatenate([embedding_matrix(batch.column("embedding")) for batch in blocks]), vectors
     )
+
+
+def test_rechunked_joins_small_batches_and_slices_large_ones_without_copying() -> None:
+    vectors = np.arange(60, dtype=np.float32).reshape(30, 2)
+    keys = keys_for(30)
+    batches = split(keys, vectors, [3, 0, 4, 20, 3])
+
+    blocks = list(rechunked(batches, 8))
+
+    assert [block.num_rows for block in blocks] == [8, 8, 8, 6]
+    assert [key for block in blocks for key in block.column("key").to_pylist()] == keys
+    # Rows 8-15 lie inside the 20-row batch: that block is a view of it, not a copy.
+    inner = embedding_matrix(blocks[1].column("embedding"))
+    assert np.shares_memory(inner, embedding_matrix(batches[3].column("embedding")))
+    with pytest.raises(ValueError, match="block_rows"):
+        list(rechunked(batches, 0))
+
+
+def test_files_written_apart_are_joined_into_one_block(tmp_path: Path) -> None:
+    """A run's shard files (``embeddings_schema``, keys not null) beside a file written with a
+    plain schema (nullable columns) still make whole blocks."""
+    rng = np.random.default_rng(6)
+    vectors = rng.standard_normal((30, 4)).astype(np.float32)
+    [path] = write_files(tmp_path, [batch_of(keys_for(20), vectors[:20])])
+    plain = tmp_path / "plain.parquet"
+    embedding = pa.FixedSizeListArray.from_arrays(pa.array(vectors[20:].ravel()), 4)
+    pq.write_table(pa.table({"key": keys_for(10, "other"), "embedding": embedding}), plain)
+
+    blocks = list(checkpoint_blocks(pafs.LocalFileSystem(), [path, str(plain)], block_rows=25))
+
+    assert [batch.num_rows for batch in blocks] == [25, 5]
+    assert blocks[0].column("key").to_pylist()[19:] == ["item/00019", *keys_for(5, "other")]
+    np.testing.assert_array_equal(embedding_matrix(blocks[0].column("embedding")), vectors[:25])
 
 
 @pytest.mark.parametrize("metric", ["cosine", "euclidean"])

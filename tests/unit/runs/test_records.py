@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from tasks.plan.stage import unfinished_run
+from tasks.runs.records import unfinished_run
 from tasks.store import CheckpointStore
 
 
