@@ -4,7 +4,7 @@ names. The pipeline itself never knows: it builds ordinary boto3 clients either 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -31,15 +31,21 @@ def backend_environment(backend: str, store: Path | str) -> Iterator[None]:
     settings = EmulatorSettings(
         state_dir=stand_in_state_dir(str(store)), async_jobs=AsyncJobBehaviour(job_seconds=1.0)
     )
-    with Emulator(settings) as stand_in:
-        variables = stand_in.environment()
-        saved = {name: os.environ.get(name) for name in variables}
-        os.environ.update(variables)
-        try:
-            yield
-        finally:
-            for name, value in saved.items():
-                if value is None:
-                    os.environ.pop(name, None)
-                else:
-                    os.environ[name] = value
+    with Emulator(settings) as stand_in, environment_variables(stand_in.environment()):
+        yield
+
+
+@contextmanager
+def environment_variables(variables: Mapping[str, str]) -> Iterator[None]:
+    """Set ``variables`` in this process's environment for the ``with`` block, then put back
+    what was there (unset where nothing was)."""
+    saved = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

@@ -21,8 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tasks.prefect_tasks import evaluate_index, evaluate_labeled_queries, write_evaluation_report
 from tasks.records import new_run_id
-from tasks.report.evaluation_markdown import evaluation_markdown
-from tasks.report.evaluation_report import failed_gates, report_lines
+from tasks.report.evaluation.document import failed_gates, report_lines
+from tasks.report.evaluation.markdown import evaluation_markdown
 from tasks.settings import NovaflowSettings
 
 

@@ -16,7 +16,7 @@ from flows.backend import backend_environment
 def print_report_lines(store: str, run_id: str) -> bool:
     """Print the headline figures of ``run_id``'s evaluation report and its path; False when
     there is no such report."""
-    from tasks.report.evaluation_report import report_lines
+    from tasks.report.evaluation.document import report_lines
     from tasks.store import CheckpointStore
 
     checkpoints = CheckpointStore(store)
@@ -52,7 +52,7 @@ def command_evaluate(
 
 def command_report(args: argparse.Namespace) -> int:
     """``novaflow report [RUN_ID]``: a report's headline figures and the path of its HTML."""
-    from tasks.report.evaluation_report import newest_report_run
+    from tasks.report.evaluation.document import newest_report_run
     from tasks.settings import NovaflowSettings
     from tasks.store import CheckpointStore
 

@@ -22,7 +22,7 @@ from tasks.index.stage import committed_state, loaded_index
 from tasks.jobs.stage import embedded_async_units, is_configuration_error
 from tasks.outcomes import AsyncOutcome, LoadOutcome, PlanTotals, ShardOutcome
 from tasks.plan.stage import planned_run
-from tasks.report.evaluation_report import evaluation_report, write_report
+from tasks.report.evaluation.document import evaluation_report, write_report
 from tasks.report.failures import gathered_failures
 from tasks.settings import NovaflowSettings
 from tasks.store import CheckpointStore

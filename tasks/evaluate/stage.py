@@ -2,7 +2,7 @@
 labeled queries' rankings scored, and what a smaller Matryoshka dimension would cost.
 
 Each function returns the JSON-ready section of the report it measured (see
-:mod:`tasks.report.evaluation_report`), or None when there is nothing to measure.
+:mod:`tasks.report.evaluation.document`), or None when there is nothing to measure.
 """
 
 from __future__ import annotations

@@ -38,8 +38,8 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from tasks.report.evaluation_html import evaluation_html
-from tasks.report.svg_plots import PALETTE
+from tasks.report.evaluation.html import evaluation_html
+from tasks.report.evaluation.plots import PALETTE
 from tests.unit.report.sample_reports import FULL_PLOTS, full_report
 
 CHROMIUM = shutil.which("chromium")

@@ -6,7 +6,6 @@ flow, naming the figure and the threshold, after the report is written."""
 from __future__ import annotations
 
 import json
-import os
 import random
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,6 +15,7 @@ import pytest
 
 from emulator.app import Emulator, EmulatorSettings
 from emulator.s3vectors.search import SearchSettings
+from flows.backend import environment_variables
 from flows.evaluate import EvaluateParameters, evaluate
 from flows.reembed import ReembedParameters, reembed
 from tasks.evaluate.stage import evaluated_index
@@ -41,17 +41,11 @@ def _text_corpus(root: Path, files: int, seed: int = 7) -> Path:
 
 @contextmanager
 def _stand_in(state_dir: Path, search: SearchSettings) -> Iterator[Emulator]:
-    with Emulator(EmulatorSettings(state_dir=state_dir, search=search)) as stand_in:
-        saved = {name: os.environ.get(name) for name in stand_in.environment()}
-        os.environ.update(stand_in.environment())
-        try:
-            yield stand_in
-        finally:
-            for name, value in saved.items():
-                if value is None:
-                    os.environ.pop(name, None)
-                else:
-                    os.environ[name] = value
+    with (
+        Emulator(EmulatorSettings(state_dir=state_dir, search=search)) as stand_in,
+        environment_variables(stand_in.environment()),
+    ):
+        yield stand_in
 
 
 def _settings(store: Path, **evaluation: object) -> NovaflowSettings:

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from tasks.report.evaluation_html import evaluation_html
-from tasks.report.evaluation_markdown import evaluation_markdown
-from tasks.report.svg_plots import (
+from tasks.report.evaluation.html import evaluation_html
+from tasks.report.evaluation.markdown import evaluation_markdown
+from tasks.report.evaluation.plots import (
     BarChart,
     Histogram,
     LineChart,

@@ -9,7 +9,8 @@ import statistics
 from collections.abc import Mapping
 from typing import Any
 
-from tasks.report.evaluation_tables import (
+from tasks.report.evaluation.plots import BarChart, Histogram, LineChart, Marker, Plot, Series
+from tasks.report.evaluation.tables import (
     MISSING,
     Cell,
     Figure,
@@ -28,7 +29,6 @@ from tasks.report.evaluation_tables import (
     significant,
     text,
 )
-from tasks.report.svg_plots import BarChart, Histogram, LineChart, Marker, Plot, Series
 
 RECALL_MEANING = (
     "Recall@k: the share of a query's exact k nearest neighbours (by brute force over the same "

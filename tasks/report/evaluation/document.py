@@ -17,8 +17,8 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
-from tasks.report.evaluation_html import evaluation_html
-from tasks.report.evaluation_markdown import evaluation_markdown
+from tasks.report.evaluation.html import evaluation_html
+from tasks.report.evaluation.markdown import evaluation_markdown
 from tasks.settings import EvaluationSettings
 from tasks.store import CheckpointStore
 

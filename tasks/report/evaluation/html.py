@@ -1,8 +1,8 @@
 """The evaluation report as one self-contained HTML page (``report.html``).
 
-Self-contained means the file alone is the whole report: CSS inline, plots as inline SVG drawn by
-``tasks.report.svg_plots``, no script, and no URL of any kind (no stylesheet, font or image to
-fetch), so it opens offline, from an artifact store or an e-mail, and shows the same. Every
+Self-contained means the file alone is the whole report: CSS inline, plots as inline SVG drawn
+by ``tasks.report.evaluation.plots``, no script, and no URL of any kind (no stylesheet, font or
+image to fetch), so it opens offline, from an artifact store or an e-mail, and shows the same. Every
 string taken from the report is HTML-escaped: vector keys and query texts are user data.
 """
 
@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from tasks.report.evaluation_sections import evaluation_page
-from tasks.report.evaluation_tables import Cell, Figure, Note, Section, Table
-from tasks.report.svg_plots import escape, render
+from tasks.report.evaluation.plots import escape, render
+from tasks.report.evaluation.sections import evaluation_page
+from tasks.report.evaluation.tables import Cell, Figure, Note, Section, Table
 
 _CSS = """
 :root { color-scheme: light; }

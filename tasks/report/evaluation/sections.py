@@ -8,7 +8,9 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from tasks.report.evaluation_tables import (
+from tasks.report.evaluation.plots import BarChart, LineChart, Plot, Series
+from tasks.report.evaluation.recall_sections import index_recall_sections
+from tasks.report.evaluation.tables import (
     MISSING,
     Cell,
     EvaluationPage,
@@ -31,8 +33,6 @@ from tasks.report.evaluation_tables import (
     reference_k,
     text,
 )
-from tasks.report.index_recall_sections import index_recall_sections
-from tasks.report.svg_plots import BarChart, LineChart, Plot, Series
 
 LABELED_MEANING = (
     "Labeled queries are judged against the qrels: recall@k is the share of a query's relevant "

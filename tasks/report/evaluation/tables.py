@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from tasks.report.svg_plots import Plot
+from tasks.report.evaluation.plots import Plot
 
 MISSING = "—"
 

@@ -12,8 +12,8 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from tasks.report.evaluation_sections import evaluation_page
-from tasks.report.evaluation_tables import Cell, Row, Section, Table
+from tasks.report.evaluation.sections import evaluation_page
+from tasks.report.evaluation.tables import Cell, Row, Section, Table
 
 # Markdown's inline markup, and a raw "<" that a renderer could take as HTML. An underscore
 # inside a word ("tie_aware") is not markup, so it is left alone to stay readable.
