@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -183,9 +184,11 @@ def test_a_second_process_on_the_same_run_is_refused_naming_the_first(
     tmp_path: Path, slow_stand_in: dict[str, str]
 ) -> None:
     corpus = _text_corpus(tmp_path, 40)
-    # The first run lasts ~20 s (2 calls a second), long after the second has started.
-    env = _env(tmp_path, **slow_stand_in, NOVAFLOW_THROUGHPUT__REQUESTS_PER_SECOND="2")
+    env = _env(tmp_path, **slow_stand_in, NOVAFLOW_THROUGHPUT__CONCURRENCY="1")
     command = _run_command(corpus, "--run-id", "twice")
+    # The first run's calls take 2 s each until the second has been refused, however long the
+    # second takes to start on a loaded machine; then they take no time.
+    _set_latency(slow_stand_in, 2.0)
     first = subprocess.Popen(
         command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
@@ -195,8 +198,9 @@ def test_a_second_process_on_the_same_run_is_refused_naming_the_first(
     elsewhere = {**env, "PREFECT_HOME": str(tmp_path / "second-prefect-home")}
     second = subprocess.run(command, cwd=tmp_path, env=elsewhere, capture_output=True,
                             text=True, timeout=600)  # fmt: skip
-    _out, err = first.communicate(timeout=600)
-    assert second.returncode != 0
+    _set_latency(slow_stand_in, 0.0)
+    out, err = first.communicate(timeout=600)
+    assert second.returncode != 0, (second.stdout, out, err[-2000:])
     assert f"pid {first.pid} since" in second.stderr
     assert "is being run by host" in second.stderr
     assert first.returncode == 0, err[-3000:]
@@ -205,3 +209,12 @@ def test_a_second_process_on_the_same_run_is_refused_naming_the_first(
     assert summary["units_embedded"] == 40
     assert _index_keys(slow_stand_in) == {f"note-{n:02d}.txt#chunk=0" for n in range(40)}
     assert not lease.exists()  # released at the end
+
+
+def _set_latency(env: dict[str, str], seconds: float) -> None:
+    url = f"{env['AWS_ENDPOINT_URL_BEDROCK_RUNTIME']}/_emulator/faults"
+    rules = [{"operations": ["InvokeModel"], "latency_seconds": seconds}] if seconds else []
+    body = json.dumps({"rules": rules}).encode()
+    request = urllib.request.Request(url, body, {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 200
