@@ -49,17 +49,23 @@ def indexed_vector_batches(
     block_rows: int,
     columns: Sequence[str] = ("key", "embedding"),
     files: Sequence[str] | None = None,
+    config_hash: str | None = None,
 ) -> Iterator[pa.RecordBatch]:
     """The latest checkpointed row of each of ``keys``, in blocks of at most ``block_rows``
-    rows holding ``columns`` (``key`` among them)."""
-    wanted = list(dict.fromkeys(["key", *columns]))
+    rows holding ``columns`` (``key`` among them). With ``config_hash``, only rows embedded
+    with that configuration count: a store may hold the checkpoints of another index (a
+    backfill into a new dimension) under the same keys."""
+    wanted = list(dict.fromkeys(["key", *columns, *(["config_hash"] if config_hash else [])]))
     remaining = keys
     for path in checkpoint_files_newest_first(store) if files is None else files:
         if len(remaining) == 0:
             return
         found: list[pa.Array] = []
         for batch in checkpoint_blocks(store.filesystem, [path], block_rows, wanted):
-            held = batch.filter(pc.is_in(batch.column("key"), value_set=remaining))
+            mask = pc.is_in(batch.column("key"), value_set=remaining)
+            if config_hash:
+                mask = pc.and_(mask, pc.equal(batch.column("config_hash"), config_hash))
+            held = batch.filter(mask)
             if held.num_rows:
                 found.append(held.column("key"))
                 yield held.select(list(columns))

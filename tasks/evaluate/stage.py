@@ -113,9 +113,12 @@ def evaluated_index(
         return None
     ks = tuple(sorted(set(evaluation.ks)))
     metric = settings.index.metric
+    config_hash = settings.embedding.config_hash()
 
     def vectors(columns: Sequence[str] = ("key", "embedding")) -> Iterator[pa.RecordBatch]:
-        return indexed_vector_batches(store, keys, evaluation.block_rows, columns)
+        return indexed_vector_batches(
+            store, keys, evaluation.block_rows, columns, config_hash=config_hash
+        )
 
     sample = _queries(settings, vectors(("key", "embedding", "metadata_json")))
     exact = exact_top_k(
@@ -361,7 +364,10 @@ def _dimension_labeled(
     matrix = np.vstack(vectors).astype(np.float32)
     rows: dict[int, dict[str, float]] = {}
     for dimension in [*_smaller_dimensions(settings), settings.embedding.dimension]:
-        blocks = indexed_vector_batches(store, keys, settings.evaluation.block_rows)
+        blocks = indexed_vector_batches(
+            store, keys, settings.evaluation.block_rows,
+            config_hash=settings.embedding.config_hash(),
+        )  # fmt: skip
         exact = exact_top_k(
             _renormalised(matrix[:, :dimension]), [None] * len(queries),
             _prefix_batches(blocks, dimension), depth, settings.index.metric,
