@@ -12,13 +12,11 @@ Distances are the S3 Vectors stand-in's (``emulator/s3vectors/search.py``):
 - ``euclidean``: the plain L2 distance ‖q − x‖, not squared.
 
 How a block is searched: the float32 product only ranks. Each query keeps a threshold, its
-current k-th best distance widened by a bound on float32 rounding error, and one vectorised
-comparison picks the few entries of the block that could still enter its top k (selecting with
-``argpartition`` on every row costs as much as the product itself; here it runs only while a
-query's top k is still filling). Only those candidates get their distance recomputed in
-float64 from the vectors, then rounded to float32: so the distances reported do not depend on
-how the data was split into blocks, and neighbours are ordered by that float32 distance, then
-by key.
+k-th best distance so far widened by a bound on float32 rounding error, and one comparison picks
+the few entries that could still enter its top k (``argpartition`` on every row would cost as
+much as the product; it runs only while a top k is filling). Only those get their distance
+recomputed in float64 and rounded to float32: the distances do not depend on how the data was
+split into blocks, and neighbours are ordered by that float32 distance, then by key.
 """
 
 from __future__ import annotations
@@ -339,7 +337,7 @@ class _StreamingSearch:
         else:
             # Exact float32 inputs keep the cancellation error near 1e-16 × ‖x‖².
             distances = np.sqrt(np.maximum(self._norms[rows] ** 2 + squared - 2 * products, 0.0))
-        return distances.astype(np.float32)
+        return (distances + 0.0).astype(np.float32)  # no −0.0: its bits would sort last
 
     def _merge(self, rows: np.ndarray, distances: np.ndarray, keys: np.ndarray) -> None:
         """Merge candidates into the top k of their queries, keeping (distance, key) order."""

@@ -156,11 +156,11 @@ class IndexRecall:
 
 @dataclass(frozen=True, eq=False)
 class QuerySample:
-    """Query vectors sampled from the data: ``keys[i]``, ``modalities[i]`` and row ``i`` of
-    ``vectors`` (float32) belong together, sorted by modality then key. ``available`` counts
-    the rows seen per modality."""
+    """Query vectors: ``keys[i]`` (None for a query that is not in the index),
+    ``modalities[i]`` and row ``i`` of ``vectors`` (float32) belong together; sampled ones are
+    sorted by modality then key. ``available`` counts the rows seen per modality."""
 
-    keys: tuple[str, ...]
+    keys: tuple[str | None, ...]
     modalities: tuple[str, ...]
     vectors: np.ndarray
     available: Mapping[str, int]

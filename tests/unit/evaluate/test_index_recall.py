@@ -395,3 +395,16 @@ def test_modality_comes_from_a_column_or_the_metadata_json() -> None:
     assert batch_modalities(from_column).to_pylist() == ["text", "unknown"]
     with pytest.raises(ValueError, match="modality"):
         batch_modalities(pa.record_batch({"key": ["a"]}))
+
+
+def test_a_query_without_a_key_keeps_every_result_up_to_k() -> None:
+    sample = QuerySample((None,), ("query file",), np.ones((1, 2), np.float32), {"query file": 1})
+    exact = ExactNeighbours((("a", "b"),), np.array([[0.1, 0.2]], np.float32), 2, "euclidean")
+
+    def index(vector: np.ndarray, top_k: int) -> tuple[list[tuple[str, float]], float]:
+        return [("a", 0.1), ("b", 0.2), ("c", 0.3)][:top_k], 0.001
+
+    [result] = query_outcomes(sample, exact, index)
+
+    assert result.returned == (("a", 0.1), ("b", 0.2))
+    assert result.query_key is None
