@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from flows.backend import backend_environment
+from flows.backfill_command import add_backfill_arguments, command_backfill
 from flows.report_commands import command_evaluate, command_report
 from flows.run_commands import command_demo, command_run
 
@@ -87,6 +88,14 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--no-evaluation", action="store_true", help="end after the index load (no evaluation)"
     )
+    backfill = commands.add_parser(
+        "backfill",
+        help="re-embed a manifest, a slice, a prefix or a date range partition by partition, "
+        "resumably; or the whole corpus into a new index",
+    )
+    add_backfill_arguments(backfill)
+    _add_target_arguments(backfill)
+    _add_evaluation_arguments(backfill)
     evaluate = commands.add_parser(
         "evaluate", help="measure the index's recall and the labeled queries; write the report"
     )
@@ -254,7 +263,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from tasks.child_lifetime import bind_children_to_this_process
 
     bind_children_to_this_process()  # SIGTERM and SIGHUP end novaflow as an exception would
-    if args.command in ("run", "evaluate", "demo"):
+    if args.command in ("run", "evaluate", "demo", "backfill"):
         _quiet_prefect()
         _bind_prefect_server_to_this_process()
     commands = {
@@ -264,6 +273,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "demo": command_demo,
         "evaluate": lambda args: command_evaluate(args, _settings),
         "report": command_report,
+        "backfill": lambda args: command_backfill(args, _settings),
     }
     return commands[args.command](args)
 

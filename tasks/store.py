@@ -184,6 +184,60 @@ class CheckpointStore:
         """Evaluation reports of a run."""
         return self._path("reports", run_id)
 
+    # -- backfills (see tasks/backfill) --------------------------------------------------------
+
+    def backfill_dir(self, backfill_id: str) -> str:
+        """``backfills/<backfill_id>``: everything one backfill decided."""
+        return self._path("backfills", backfill_id)
+
+    def backfill_record_path(self, backfill_id: str) -> str:
+        """What a backfill was asked to do (JSON), written before any of its work."""
+        return self._path("backfills", backfill_id, "backfill.json")
+
+    def backfill_lease_path(self, backfill_id: str) -> str:
+        """Who is working on a backfill now (JSON): one live holder at a time."""
+        return self._path("backfills", backfill_id, "lease.json")
+
+    def partition_manifest_path(self, backfill_id: str, partition: int) -> str:
+        """One partition's manifest (Parquet, ``uri`` ``id`` ``modality`` ``metadata``
+        ``encoding`` and the row's place in the source, ``source_row``)."""
+        return self._path("backfills", backfill_id, "partitions", f"part-{partition:05d}.parquet")
+
+    def partition_set_path(self, backfill_id: str) -> str:
+        """How the source was cut into partitions (JSON), written last: present means every
+        partition manifest is on disk."""
+        return self._path("backfills", backfill_id, "partitions.json")
+
+    def backfill_rejected_path(self, backfill_id: str) -> str:
+        """The source rows the partitioning rejected (malformed, a duplicate id), as failures."""
+        return self._path("backfills", backfill_id, "rejected.parquet")
+
+    def backfill_outcomes_dir(self, backfill_id: str) -> str:
+        """How each partition of a backfill ended, a JSON file each."""
+        return self._path("backfills", backfill_id, "outcomes")
+
+    def partition_outcome_path(self, backfill_id: str, partition: int) -> str:
+        """How one partition's run ended (JSON): present and ``completed`` means it is done."""
+        return self._path("backfills", backfill_id, "outcomes", f"part-{partition:05d}.json")
+
+    def backfill_evaluation_path(self, backfill_id: str) -> str:
+        """How the backfill's evaluation ended (JSON): passed, failed or skipped."""
+        return self._path("backfills", backfill_id, "evaluation.json")
+
+    def backfill_summary_path(self, backfill_id: str) -> str:
+        """The backfill's summary (JSON), rewritten at the end of every attempt."""
+        return self._path("backfills", backfill_id, "summary.json")
+
+    def partition_record_path(self, run_id: str) -> str:
+        """Which backfill partition a run is (JSON), written before the run starts: present
+        means the run covers part of the corpus, so its plan removes nothing."""
+        return self._path("runs", run_id, "partition.json")
+
+    def active_index_path(self) -> str:
+        """Which index is the live one (JSON), written by an explicit switch after a backfill
+        into a new index completed and passed its evaluation."""
+        return self._path("active-index.json")
+
     # -- I/O -----------------------------------------------------------------------------------
 
     def exists(self, path: str) -> bool:

@@ -75,8 +75,12 @@ def planned_items(
     settings: EmbeddingSettings,
     prices: Prices,
     local_path_of: Callable[[Item], Path],
+    partial: bool = False,
 ) -> Iterator[ItemPlan | Failure]:
     """One ItemPlan per current item, then one per removed item; Failures for bad items.
+
+    With ``partial``, ``items`` are part of the corpus only (one partition of a backfill): an
+    item of the state they do not list is not removed, so no removed items are planned.
 
     An item that cannot be expanded (corrupt, encrypted, over the limits …) yields its Failure
     and then its ItemPlan, with no units: it is quarantined, and when it is a changed item its
@@ -123,6 +127,8 @@ def planned_items(
             fingerprint=entry.fingerprint,
             **common,
         )
+    if partial:
+        return
     for item_id, previous in state.items():
         if item_id not in seen:
             yield ItemPlan(

@@ -61,19 +61,25 @@ def planned_run(
     not called when the run's plan is already complete.
 
     Refuses (EmptyCorpusError) to plan the deletion of every item because the corpus came out
-    empty, unless ``allow_empty_corpus``.
+    empty, unless ``allow_empty_corpus``. A run with a partition record
+    (:meth:`CheckpointStore.partition_record_path`) is one partition of a backfill: it plans no
+    removals.
     """
     store = CheckpointStore(settings.store)
     totals_path = store.plan_totals_path(run_id)
     if store.exists(totals_path):
         return PlanTotals.from_json(json.loads(store.read_text(totals_path)))
     state = read_state(store, settings.index.vector_bucket, settings.index.index)
+    # A backfill records a partition's run before starting it; however the run is started or
+    # resumed, it covers that partition only and must not remove the rest of the corpus.
+    partial = store.exists(store.partition_record_path(run_id))
     plans = planned_items(
         _recorded(store, run_id, corpus()),
         state,
         settings.embedding,
         settings.prices,
         lambda item: local_source(item.uri, item.fingerprint),
+        partial=partial,
     )
     totals = write_plan(store, run_id, plans, settings.throughput.shard_size)
     current = sum(totals.items[change] for change in ("new", "changed", "unchanged"))

@@ -1,0 +1,1 @@
+"""Unit tests of tasks/backfill: plain functions, no Prefect, no network."""
