@@ -24,7 +24,9 @@ def print_report_lines(store: str, run_id: str) -> bool:
     if not checkpoints.exists(path):
         return False
     report = json.loads(checkpoints.read_text(path))
-    for line in report_lines(report, checkpoints.report_path(run_id, "report.html")):
+    for line in report_lines(
+        report, checkpoints.uri(checkpoints.report_path(run_id, "report.html"))
+    ):
         print(line)
     return True
 

@@ -65,6 +65,11 @@ class CheckpointStore:
         """The filesystem path of ``parts`` below the root: for the catalogue's methods only."""
         return "/".join([self._resolved[1], *parts])
 
+    def uri(self, path: str) -> str:
+        """A path of this store as a URI any reader opens: the path itself locally,
+        ``s3://…`` on S3."""
+        return f"s3://{path}" if self._is_s3() else path
+
     # -- the catalogue -------------------------------------------------------------------------
 
     def runs_dir(self) -> str:

@@ -184,7 +184,7 @@ def record_partition_run(
 
 def store_uri(store: CheckpointStore, path: str) -> str:
     """A store path as a URI any reader opens: the path itself locally, ``s3://…`` on S3."""
-    return f"s3://{path}" if store.root.startswith("s3://") else path
+    return store.uri(path)
 
 
 def _absolute(location: str | None) -> str | None:

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from botocore.exceptions import BotoCoreError, ClientError
 
-from tasks.aws_clients import s3vectors_client
+from tasks.aws_clients import s3_client, s3vectors_client
 from tasks.evaluate.exact_search import ExactNeighbours, embedding_matrix, exact_top_k
 from tasks.evaluate.index_recall import (
     QueryOutcome,
@@ -32,6 +32,7 @@ from tasks.evaluate.index_recall import (
 from tasks.evaluate.indexed_vectors import held_keys, indexed_vector_batches
 from tasks.evaluate.labeled_metrics import evaluate_labeled, trec_qrels_text, trec_run_text
 from tasks.evaluate.qrels import LabeledQuery, item_of, read_qrels
+from tasks.local_copies import local_source
 from tasks.media.images import PreparationError
 from tasks.pacing import Pacer
 from tasks.query_vectors import held_modalities, query_payload, query_vector
@@ -173,7 +174,7 @@ def evaluated_labeled(
         try:
             payload = query_payload(
                 labeled_query.text,
-                Path(labeled_query.file) if labeled_query.file else None,
+                _local_query_file(labeled_query.file) if labeled_query.file else None,
                 settings.embedding.max_image_side_px,
             )
             vector = query_vector(payload, settings.embedding, held)
@@ -210,6 +211,16 @@ def evaluated_labeled(
 
 
 # -- helpers -------------------------------------------------------------------------------
+
+
+def _local_query_file(uri: str) -> Path:
+    """A query file on this machine: the file itself, or a copy of the S3 object cached under
+    its ETag (so a replaced object is read again)."""
+    if not uri.startswith("s3://"):
+        return Path(uri)
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    etag = str(s3_client().head_object(Bucket=bucket, Key=key)["ETag"])
+    return local_source(uri, etag)
 
 
 def _queries(settings: NovaflowSettings, rows: Iterable[pa.RecordBatch]) -> QuerySample:

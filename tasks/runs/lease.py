@@ -54,8 +54,7 @@ Pause = Callable[[threading.Event, float], bool]
 
 def lease_location(store: CheckpointStore, run_id: str) -> str:
     """Where a run's lease lives: a local path, or ``s3://bucket/key`` for an S3 store."""
-    path = store.lease_path(run_id)
-    return f"s3://{path}" if store.root.startswith("s3://") else path
+    return store.uri(store.lease_path(run_id))
 
 
 @dataclass(frozen=True)

@@ -187,7 +187,7 @@ def write_report(
     trec_qrels: str | None = None,
 ) -> str:
     """Write ``report.json``, ``report.md``, ``report.html`` (and the TREC run and qrels files
-    when there were labeled queries) atomically; returns the HTML's path."""
+    when there were labeled queries) atomically; returns the HTML's path (a URI on S3)."""
     run_id = str(report["run_id"])
     store.write_text(store.report_path(run_id, "report.json"), json.dumps(report, indent=2))
     store.write_text(store.report_path(run_id, "report.md"), evaluation_markdown(report))
@@ -196,7 +196,7 @@ def write_report(
     if trec_run is not None and trec_qrels is not None:
         store.write_text(store.report_path(run_id, "labeled.run"), trec_run)
         store.write_text(store.report_path(run_id, "labeled.qrels"), trec_qrels)
-    return html_path
+    return store.uri(html_path)
 
 
 def report_lines(report: Mapping[str, Any], html_path: str) -> list[str]:
