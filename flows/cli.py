@@ -150,7 +150,32 @@ def _settings(args: argparse.Namespace) -> Any:
         update["evaluation"] = settings.evaluation.model_validate(
             {**settings.evaluation.model_dump(), **evaluation}
         )
-    return settings.model_copy(update=update)
+    settings = settings.model_copy(update=update)
+    if index_update or args.dimension:
+        return settings
+    return _following_switch(settings)
+
+
+def _following_switch(settings: Any) -> Any:
+    """``settings`` aimed at the index a backfill switched to (``<store>/active-index.json``),
+    when neither the command line nor the environment names an index or embedding settings."""
+    named = ("NOVAFLOW_INDEX", "NOVAFLOW_EMBEDDING")
+    if any(name.startswith(named) for name in os.environ):
+        return settings
+    if settings.backend == "local" and settings.store.startswith("s3://"):
+        return settings  # the embedded stand-in that serves this store is not running yet
+    from tasks.backfill.switch import following_switch, read_active_index
+    from tasks.store import CheckpointStore
+
+    pointer = read_active_index(CheckpointStore(settings.store))
+    if pointer is None:
+        return settings
+    print(
+        f"novaflow: following the switch to index {pointer.vector_bucket}/{pointer.index} "
+        f"({settings.store}/active-index.json)",
+        file=sys.stderr,
+    )
+    return following_switch(settings, pointer)
 
 
 def _evaluation_update(args: argparse.Namespace) -> dict[str, Any]:
