@@ -1,3 +1,5 @@
+# Over 400 lines on purpose: one module-scoped set-up (server, stand-in, worker, deploy) that
+# the three tests share, and its teardown, which must find every process the worker started.
 """deployments/prefect.yaml deployed as deployments/README.md says, on a real Prefect server.
 
 A ``prefect server start`` on a free loopback port (its own home and SQLite database), a
