@@ -31,7 +31,7 @@ from prefect.artifacts import (
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from flows.evaluate import EvaluateParameters, evaluate
-from flows.reembed import ReembedParameters, reembed
+from flows.reembed import ReembedParameters, reembed_flow
 from tasks.aws_clients import s3_client
 from tasks.backfill.outcomes import (
     EvaluationOutcome,
@@ -232,13 +232,11 @@ def _partition(
     manifest = store_uri(store, store.partition_manifest_path(record.backfill_id, number))
     # Recorded before the run starts: its plan then removes nothing outside the partition.
     run_id = record_partition_run(store, record.backfill_id, number, manifest)
-    state = reembed(
-        ReembedParameters(
-            run_id=run_id, manifest=manifest, root=record.root,
-            settings=partition_settings(settings),
-        ),
+    partition = partition_settings(settings)
+    state = reembed_flow(partition)(
+        ReembedParameters(run_id=run_id, manifest=manifest, root=record.root, settings=partition),
         return_state=True,
-    )  # fmt: skip
+    )
     error = None if state.is_completed() else (state.message or f"run ended {state.name}")
     return recorded_partition_outcome(store, record.backfill_id, number, run_id, error)
 

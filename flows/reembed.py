@@ -7,6 +7,11 @@
 Run it with ``novaflow run`` or deploy it (see ``deployments/``). A run restarted with the same
 ``run_id`` reuses its plan, skips the shards already checkpointed and polls the async jobs its
 ledger already has instead of submitting them again.
+
+Its tasks run on threads of this process, or spread over Dask workers when the settings say so:
+``reembed_flow(settings)`` is the flow on the task runner ``settings.throughput`` chooses.
+Runs that name a shared budget (``throughput.shared_rate_limit_name``…) create or update its
+Prefect limits first, so that every run and every worker paces under the same one.
 """
 
 from __future__ import annotations
@@ -14,15 +19,17 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
-from prefect import flow, get_run_logger
+from prefect import Flow, flow, get_run_logger
 from prefect.artifacts import (
     create_markdown_artifact,
     create_progress_artifact,
     update_progress_artifact,
 )
+from prefect.context import FlowRunContext
 from prefect.futures import PrefectFuture, as_completed
-from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from flows.evaluate import EvaluateParameters, evaluate
@@ -30,6 +37,7 @@ from tasks.corpus.source import CorpusSource
 from tasks.embed.stage import quarantined_shard
 from tasks.jobs.stage import quarantined_async_units
 from tasks.outcomes import AsyncOutcome, ShardOutcome
+from tasks.prefect_quota import ensure_shared_limits
 from tasks.prefect_tasks import (
     commit_state,
     embed_async,
@@ -42,8 +50,11 @@ from tasks.records import new_run_id
 from tasks.report.summary import RunSummary, run_summary, summary_lines, summary_markdown
 from tasks.runs.lease import HeldLease, held_lease, lease_location
 from tasks.runs.records import new_run_record, recorded_run
-from tasks.settings import SHARDS_IN_PARALLEL, NovaflowSettings
+from tasks.settings import SHARDS_IN_PARALLEL, NovaflowSettings, ThroughputSettings
 from tasks.store import CheckpointStore
+
+if TYPE_CHECKING:
+    from distributed import LocalCluster
 
 ASYNC_STAGES = 1  # the one task that submits and polls every async job of the run
 
@@ -66,15 +77,71 @@ class ReembedParameters(BaseModel):
         return self
 
 
+def local_dask_cluster(**cluster_kwargs: Any) -> LocalCluster:
+    """A Dask ``LocalCluster`` on loopback, without a dashboard, whose worker processes may start
+    processes of their own: the PDF page renderer's pool (Dask makes its workers daemonic by
+    default, and a daemonic process may not have children)."""
+    import dask
+    from distributed import LocalCluster
+
+    with dask.config.set({"distributed.worker.daemon": False}):
+        return LocalCluster(host="127.0.0.1", dashboard_address=None, **cluster_kwargs)
+
+
+def task_runner_for(throughput: ThroughputSettings) -> TaskRunner[Any]:
+    """The task runner ``throughput.task_runner`` chooses: threads of this process, enough for
+    ``SHARDS_IN_PARALLEL`` shards and the async stage; or Dask, the scheduler at
+    ``dask_address`` or else a local cluster of ``dask_workers`` processes with as many threads
+    each."""
+    if throughput.task_runner == "threads":
+        return ThreadPoolTaskRunner(max_workers=SHARDS_IN_PARALLEL + ASYNC_STAGES)
+    from prefect_dask import DaskTaskRunner  # imported by runs that use it: a second to load
+
+    if throughput.dask_address:
+        return DaskTaskRunner(address=throughput.dask_address)
+    return DaskTaskRunner(
+        cluster_class=local_dask_cluster,
+        cluster_kwargs={
+            "n_workers": throughput.dask_workers,
+            "threads_per_worker": SHARDS_IN_PARALLEL + ASYNC_STAGES,
+        },
+    )
+
+
+def _runs_on_dask() -> bool:
+    """Whether this flow run's tasks go to Dask workers."""
+    context = FlowRunContext.get()
+    runner = context.task_runner if context else None
+    return type(runner).__module__.startswith("prefect_dask")
+
+
+def _shards_in_parallel(throughput: ThroughputSettings, on_dask: bool) -> int:
+    """Shards in flight at once: ``SHARDS_IN_PARALLEL`` per process that embeds them."""
+    return SHARDS_IN_PARALLEL * (throughput.dask_workers if on_dask else 1)
+
+
+def _paced_settings(settings: NovaflowSettings, on_dask: bool) -> NovaflowSettings:
+    """The settings the shards get. Each process paces itself at ``requests_per_second`` unless
+    a shared budget is named; on Dask, without one, that rate is split between the workers, so
+    that the run as a whole keeps to it."""
+    throughput = settings.throughput
+    if not on_dask or throughput.shared_rate_limit_name:
+        return settings
+    share = throughput.requests_per_second / throughput.dask_workers
+    return settings.model_copy(
+        update={"throughput": throughput.model_copy(update={"requests_per_second": share})}
+    )
+
+
 def _shards_as_completed(
-    settings: NovaflowSettings, run_id: str, shards: int
+    settings: NovaflowSettings, run_id: str, shards: int, in_parallel: int
 ) -> Iterator[tuple[int, PrefectFuture[ShardOutcome]]]:
-    """Submit the shards ``SHARDS_IN_PARALLEL`` at a time (the async stage holds a worker of
-    its own) and yield each with its future as it finishes."""
+    """Submit the shards ``in_parallel`` at a time (the async stage holds a worker of its own)
+    and yield each with its future as it finishes."""
     waiting = deque(range(1, shards + 1))
     running: dict[PrefectFuture[ShardOutcome], int] = {}
     while waiting or running:
-        while waiting and len(running) < SHARDS_IN_PARALLEL:
+        while waiting and len(running) < in_parallel:
             shard = waiting.popleft()
             running[embed_shard.submit(settings, run_id, shard)] = shard
         future = next(as_completed(list(running)))
@@ -83,7 +150,7 @@ def _shards_as_completed(
 
 @flow(
     name="novaflow-reembed",
-    task_runner=ThreadPoolTaskRunner(max_workers=SHARDS_IN_PARALLEL + ASYNC_STAGES),
+    task_runner=task_runner_for(ThroughputSettings()),
     validate_parameters=True,
 )
 def reembed(params: ReembedParameters) -> RunSummary:
@@ -105,10 +172,23 @@ def reembed(params: ReembedParameters) -> RunSummary:
         return _stages(params, lease)
 
 
+def reembed_flow(settings: NovaflowSettings) -> Flow[[ReembedParameters], RunSummary]:
+    """``reembed`` on the task runner ``settings`` chooses (``reembed`` itself uses threads):
+    ``reembed_flow(params.settings)(params)``."""
+    if settings.throughput.task_runner == "threads":
+        return reembed
+    return reembed.with_options(task_runner=task_runner_for(settings.throughput))
+
+
 def _stages(params: ReembedParameters, lease: HeldLease) -> RunSummary:
     logger = get_run_logger()
     started = time.monotonic()
-    settings, run_id = params.settings, params.run_id
+    settings, run_id, on_dask = params.settings, params.run_id, _runs_on_dask()
+    if settings.throughput.task_runner == "dask" and not on_dask:
+        logger.warning("the settings choose the Dask task runner: run reembed_flow(settings)")
+    shared = ensure_shared_limits(settings.throughput)
+    if shared:
+        logger.info("pacing under the shared global limits %s", ", ".join(shared))
     source = CorpusSource(params.manifest, params.corpus, params.root)
     totals = plan_run(settings, source, run_id, params.allow_empty_corpus)
     logger.info("run %s: %s", run_id, totals.to_json())
@@ -119,7 +199,10 @@ def _stages(params: ReembedParameters, lease: HeldLease) -> RunSummary:
     jobs_future = embed_async.submit(settings, run_id) if totals.async_units else None
     outcomes: list[ShardOutcome] = []
     failed_shards: list[int] = []
-    shards = _shards_as_completed(settings, run_id, totals.shards)
+    in_parallel = _shards_in_parallel(settings.throughput, on_dask)
+    shards = _shards_as_completed(
+        _paced_settings(settings, on_dask), run_id, totals.shards, in_parallel
+    )
     for done, (shard, future) in enumerate(shards, start=1):
         lease.raise_if_lost()  # another process took the run over: stop before doing more
         try:

@@ -26,7 +26,7 @@ def run_job(
     """Run the whole job on ``source`` (a :class:`tasks.corpus.source.CorpusSource`) with
     ``settings``: a new run, the run ``run_id``, or with ``resume`` the newest unfinished one.
     Prints the summary; returns 0 when every unit ended embedded or quarantined, else 1."""
-    from flows.reembed import ReembedParameters, reembed
+    from flows.reembed import ReembedParameters, reembed_flow
     from tasks.corpus.source import CorpusSource
     from tasks.report.summary import RunSummary, summary_lines
     from tasks.runs.lease import lease_is_live, lease_location
@@ -73,7 +73,7 @@ def run_job(
         backend_environment(settings.backend, Path(settings.store)),
         shard_progress_bar(settings.store, params.run_id),
     ):
-        state = reembed(params, return_state=True)
+        state = reembed_flow(settings)(params, return_state=True)
     outcome = state.result(raise_on_failure=False)
     summary = outcome if isinstance(outcome, RunSummary) else None
     if summary is not None:

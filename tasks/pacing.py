@@ -10,6 +10,10 @@ second, another for S3 Vectors vectors written per second). It is additive-incre
 multiplicative-decrease in spirit: ``slow_down()`` halves the rate when the service throttles, and
 each ``record_success()`` wins back a share of what was lost, so the rate returns quickly from far
 below the configured rate and creeps up on it (and on the quota) carefully.
+
+When several runs share one account quota, ``tasks.shared_quota.SharedPacer`` puts a budget shared
+through a Prefect rate limit (taken in batches, not per request) behind this process's ``Pacer``;
+the embedder takes either, as a ``RequestPacer``.
 """
 
 from __future__ import annotations
@@ -17,10 +21,27 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 DEFAULT_FLOOR_FRACTION = 1 / 20
 DEFAULT_RECOVERY_SUCCESSES = 40
 DEFAULT_COOLDOWN_SECONDS = 1.0
+
+
+class RequestPacer(Protocol):
+    """What the embedder needs of a pacer: a permit per HTTP attempt, and the service's verdicts."""
+
+    def acquire(self, amount: float = 1.0) -> float:
+        """Block until ``amount`` requests may go; returns the seconds waited."""
+        ...
+
+    def slow_down(self) -> bool:
+        """The service throttled: go slower. False when the signal was ignored (cool-down)."""
+        ...
+
+    def record_success(self) -> None:
+        """The service accepted a request."""
+        ...
 
 
 class Pacer:

@@ -6,12 +6,10 @@ per-unit re-queueing after throttling to the embedder, so the three never stack 
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from typing import Any
 
 from prefect import Task, get_run_logger, task
 from prefect.client.schemas.objects import State, TaskRun
-from prefect.concurrency.sync import concurrency
 from prefect.tasks import exponential_backoff
 
 from tasks.aws_clients import s3_client
@@ -22,6 +20,7 @@ from tasks.index.stage import committed_state, loaded_index
 from tasks.jobs.stage import embedded_async_units, is_configuration_error
 from tasks.outcomes import AsyncOutcome, LoadOutcome, PlanTotals, ShardOutcome
 from tasks.plan.stage import planned_run
+from tasks.prefect_quota import shard_pacing
 from tasks.report.evaluation.document import evaluation_report, write_report
 from tasks.report.failures import gathered_failures
 from tasks.settings import NovaflowSettings
@@ -45,12 +44,11 @@ def plan_run(
     retry_jitter_factor=0.5,
 )
 def embed_shard(settings: NovaflowSettings, run_id: str, shard: int) -> ShardOutcome:
-    """Embed one shard; with a global concurrency limit configured, hold one slot throughout
-    (one server round trip per shard, never per request)."""
-    name = settings.throughput.concurrency_limit_name
-    slot = concurrency(name, occupy=1, strict=True) if name else nullcontext()
-    with slot:
-        return embedded_shard(settings, run_id, shard)
+    """Embed one shard, holding its slots of the global limits named in the settings (one
+    server round trip per limit per shard, never per request) and pacing its requests under
+    the shared budget when one is named."""
+    with shard_pacing(settings.throughput) as pacer:
+        return embedded_shard(settings, run_id, shard, pacer)
 
 
 def _not_configuration(task: Task[Any, Any], task_run: TaskRun, state: State[Any]) -> bool:

@@ -12,8 +12,10 @@ import hashlib
 import os
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from tasks.shared_quota import bucket_capacity
 
 NOVA_MODEL_ID = "amazon.nova-2-multimodal-embeddings-v1:0"
 SHARDS_IN_PARALLEL = 2
@@ -86,6 +88,69 @@ class ThroughputSettings(_Frozen):
     index_vectors_per_second: float = Field(
         2500.0, gt=0, description="S3 Vectors writes: 2,500 vectors/s per index"
     )
+    shared_rate_limit_name: str | None = Field(
+        None,
+        description="Prefect global concurrency limit, used as a rate limit, that holds the "
+        "InvokeModel budget of every run that names it (None: each process paces itself alone)",
+    )
+    shared_requests_per_second: float | None = Field(
+        None,
+        gt=0,
+        description="that budget: InvokeModel requests per second for all runs together; the "
+        "limit is created or updated to hold half a second of it and refill at this rate",
+    )
+    shared_batch: int | None = Field(
+        None,
+        ge=1,
+        description="requests a process takes from the shared budget per server round trip "
+        "(None: a quarter of a second of the budget)",
+    )
+    shared_in_flight_limit_name: str | None = Field(
+        None,
+        description="Prefect global concurrency limit bounding model calls in flight for all "
+        "runs together; each shard holds `concurrency` slots of it (None: not used)",
+    )
+    shared_in_flight: int | None = Field(
+        None, ge=1, description="model calls in flight for all runs together"
+    )
+    task_runner: Literal["threads", "dask"] = Field(
+        "threads",
+        description="threads: shards run in the flow's process; dask: spread over Dask workers",
+    )
+    dask_address: str | None = Field(
+        None,
+        description="an existing Dask scheduler (tcp://host:8786); None: a local cluster",
+    )
+    dask_workers: int = Field(
+        2,
+        ge=1,
+        le=256,
+        description="worker processes of the local cluster (or of the cluster at "
+        "dask_address): shards in flight are SHARDS_IN_PARALLEL per worker",
+    )
+
+    @model_validator(mode="after")
+    def _shared_settings_come_in_pairs(self) -> ThroughputSettings:
+        pairs = (
+            ("shared_rate_limit_name", "shared_requests_per_second"),
+            ("shared_in_flight_limit_name", "shared_in_flight"),
+        )
+        for name, size in pairs:
+            if (getattr(self, name) is None) != (getattr(self, size) is None):
+                raise ValueError(f"{name} and {size} are set together or not at all")
+        rate = self.shared_requests_per_second
+        # Prefect refuses to grant more slots at once than a limit holds.
+        if self.shared_batch is not None and (
+            rate is None or self.shared_batch > bucket_capacity(rate)
+        ):
+            raise ValueError(
+                "shared_batch needs shared_requests_per_second, and at most half a second of it"
+            )
+        if self.shared_in_flight is not None and self.shared_in_flight < self.concurrency:
+            raise ValueError("shared_in_flight must be at least concurrency: a shard holds that")
+        if self.dask_address is not None and self.task_runner != "dask":
+            raise ValueError("dask_address is for task_runner='dask'")
+        return self
 
 
 class AsyncJobSettings(_Frozen):

@@ -35,7 +35,7 @@ from botocore.exceptions import ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotocoreConnectionError
 
 from tasks.nova.requests import Payload, ResponseFormatError, invoke_model_body, parsed_embeddings
-from tasks.pacing import Pacer
+from tasks.pacing import RequestPacer
 from tasks.records import Failure, Stage
 from tasks.service_errors import (
     ACCOUNT_CODES,
@@ -99,9 +99,10 @@ class _CallState(threading.local):
 class Embedder:
     """Embeds units with ``client`` (a bedrock-runtime client, best built by
     ``tasks.aws_clients.bedrock_runtime_client(throughput.concurrency)``) at most
-    ``throughput.concurrency`` calls at a time, each paced by ``pacer`` (shareable between
-    embedders of one process). Pacing and counting hook into botocore's events on ``client``
-    while ``embed`` runs, so attempts made by botocore's own retries are paced and counted too.
+    ``throughput.concurrency`` calls at a time, each paced by ``pacer`` (a ``Pacer`` shareable
+    between embedders of one process, or a ``SharedPacer`` for a budget shared between runs).
+    Pacing and counting hook into botocore's events on ``client`` while ``embed`` runs, so
+    attempts made by botocore's own retries are paced and counted too.
     """
 
     def __init__(
@@ -109,7 +110,7 @@ class Embedder:
         client: BaseClient,
         settings: EmbeddingSettings,
         throughput: ThroughputSettings,
-        pacer: Pacer,
+        pacer: RequestPacer,
     ) -> None:
         if client.meta.service_model.service_name != "bedrock-runtime":
             raise ValueError("Embedder needs a bedrock-runtime client")

@@ -29,7 +29,7 @@ from tasks.media.pdf_pages import PageRenderer
 from tasks.media.texts import decoded_text
 from tasks.nova.requests import Payload
 from tasks.outcomes import ShardOutcome
-from tasks.pacing import Pacer
+from tasks.pacing import Pacer, RequestPacer
 from tasks.records import Failure, Unit, metadata_json
 from tasks.settings import SHARDS_IN_PARALLEL, EmbeddingSettings, NovaflowSettings
 from tasks.store import CheckpointStore
@@ -136,8 +136,13 @@ def _embedding_rows(result: EmbeddedUnit, unit: Unit, config_hash: str) -> list[
     ]
 
 
-def embedded_shard(settings: NovaflowSettings, run_id: str, shard: int) -> ShardOutcome:
-    """Embed the units of ``shard`` of ``run_id`` (or skip it if a previous attempt finished)."""
+def embedded_shard(
+    settings: NovaflowSettings, run_id: str, shard: int, pacer: RequestPacer | None = None
+) -> ShardOutcome:
+    """Embed the units of ``shard`` of ``run_id`` (or skip it if a previous attempt finished).
+
+    Every model call is paced by ``pacer``, by default this process's ``process_pacer`` at
+    ``throughput.requests_per_second``; runs that share a budget pass a ``SharedPacer``."""
     store = CheckpointStore(settings.store)
     done_path = store.embeddings_path(run_id, shard)
     outcome_path = store.shard_outcome_path(run_id, shard)
@@ -152,7 +157,7 @@ def embedded_shard(settings: NovaflowSettings, run_id: str, shard: int) -> Shard
         bedrock_runtime_client(throughput.concurrency * SHARDS_IN_PARALLEL),
         settings.embedding,
         throughput,
-        process_pacer(throughput.requests_per_second),
+        pacer if pacer is not None else process_pacer(throughput.requests_per_second),
     )
     rows: list[dict[str, object]] = []
     failures: list[Failure] = []
