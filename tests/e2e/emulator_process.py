@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import os
 import shlex
 import signal
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -46,3 +49,22 @@ def running_emulator(
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=30)
     assert process.returncode == 0
+
+
+def novaflow_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """The environment a user's shell gives ``novaflow``: nothing of the test process's AWS or
+    Prefect settings, a Prefect home of the test's own, analytics off, and ``extra``."""
+    keep = {k: os.environ[k] for k in ("PATH", "HOME", "LANG", "TMPDIR") if k in os.environ}
+    return {
+        **keep,
+        "PREFECT_HOME": str(tmp_path / "prefect-home"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        **extra,
+    }
+
+
+def model_calls(variables: Mapping[str, str]) -> int:
+    """How many InvokeModel calls the stand-in that ``variables`` point at has answered."""
+    url = f"{variables['AWS_ENDPOINT_URL_BEDROCK_RUNTIME']}/_emulator/stats"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return int(json.loads(response.read())["calls"].get("InvokeModel", 0))

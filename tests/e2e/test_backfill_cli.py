@@ -9,41 +9,20 @@ import os
 import signal
 import subprocess
 import time
-import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import boto3
 import pytest
 
-from tests.e2e.emulator_process import BIN, running_emulator
+from tests.e2e.emulator_process import BIN, model_calls, novaflow_env
 
 NOTES, PARTITION_SIZE, SHARD_SIZE = 30, 10, 5
 BACKFILL_ID = "bf-e2e"
 
 
 def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    keep = {k: os.environ[k] for k in ("PATH", "HOME", "LANG", "TMPDIR") if k in os.environ}
-    return {
-        **keep,
-        "PREFECT_HOME": str(tmp_path / "prefect-home"),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "NOVAFLOW_EVALUATION__ENABLED": "false",
-        **extra,
-    }
-
-
-@pytest.fixture
-def slow_stand_in(tmp_path: Path) -> Iterator[dict[str, str]]:
-    """A separate ``novaflow emulator`` whose model calls take 0.1 s, outliving any one run."""
-    with running_emulator(("--in-memory", "--latency", "0.1"), _env(tmp_path), tmp_path) as env:
-        yield env
-
-
-def _model_calls(variables: dict[str, str]) -> int:
-    url = f"{variables['AWS_ENDPOINT_URL_BEDROCK_RUNTIME']}/_emulator/stats"
-    with urllib.request.urlopen(url, timeout=10) as response:
-        return int(json.loads(response.read())["calls"].get("InvokeModel", 0))
+    return novaflow_env(tmp_path, NOVAFLOW_EVALUATION__ENABLED="false", **extra)
 
 
 def _index_keys(env: dict[str, str]) -> list[str]:
@@ -106,7 +85,7 @@ def test_a_killed_backfill_redoes_only_unfinished_partitions(
         killed.wait(timeout=30)
     assert sorted(path.name for path in outcomes.glob("*.json")) == ["part-00001.json"]
     checkpointed = len(list((store / "embeddings").glob("run=*/part-*.parquet")))
-    calls_before = _model_calls(slow_stand_in)
+    calls_before = model_calls(slow_stand_in)
     assert 2 <= checkpointed < NOTES // SHARD_SIZE  # partition 1's 2 shards, and not all
 
     resumed = subprocess.run(
@@ -114,7 +93,7 @@ def test_a_killed_backfill_redoes_only_unfinished_partitions(
     )
 
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    calls_after = _model_calls(slow_stand_in) - calls_before
+    calls_after = model_calls(slow_stand_in) - calls_before
     # exactly the units not yet checkpointed: nothing of partition 1, nor of partition 2's
     # finished shards, is embedded again
     assert calls_after == NOTES - checkpointed * SHARD_SIZE
@@ -135,4 +114,4 @@ def test_a_killed_backfill_redoes_only_unfinished_partitions(
 
     assert again.returncode == 0, again.stderr[-3000:]
     assert "(0 run now, 3 already done)" in again.stdout
-    assert _model_calls(slow_stand_in) - calls_before == calls_after  # nothing more
+    assert model_calls(slow_stand_in) - calls_before == calls_after  # nothing more

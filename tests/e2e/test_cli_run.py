@@ -9,8 +9,6 @@ import os
 import signal
 import subprocess
 import time
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,19 +16,13 @@ import boto3
 import pytest
 
 from tasks.demo.sample_media import sample_audio
-from tests.e2e.emulator_process import BIN, running_emulator
+from tests.e2e.emulator_process import BIN, model_calls, novaflow_env, running_emulator
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    keep = {k: os.environ[k] for k in ("PATH", "HOME", "LANG", "TMPDIR") if k in os.environ}
-    return {
-        **keep,
-        "PREFECT_HOME": str(tmp_path / "prefect-home"),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        **extra,
-    }
+    return novaflow_env(tmp_path, **extra)
 
 
 def _novaflow(
@@ -118,19 +110,6 @@ def test_plan_is_a_dry_run_with_a_cost(tmp_path: Path) -> None:
     assert not list((tmp_path / "store").glob("embeddings/*/*.parquet"))
 
 
-@pytest.fixture
-def slow_stand_in(tmp_path: Path) -> Iterator[dict[str, str]]:
-    """A separate ``novaflow emulator`` whose model calls take 0.1 s, outliving any one run."""
-    with running_emulator(("--in-memory", "--latency", "0.1"), _env(tmp_path), tmp_path) as env:
-        yield env
-
-
-def _model_calls(variables: dict[str, str]) -> int:
-    url = f"{variables['AWS_ENDPOINT_URL_BEDROCK_RUNTIME']}/_emulator/stats"
-    with urllib.request.urlopen(url, timeout=10) as response:
-        return int(json.loads(response.read())["calls"].get("InvokeModel", 0))
-
-
 def test_a_killed_run_resumes_redoing_only_unfinished_shards(
     tmp_path: Path, slow_stand_in: dict[str, str]
 ) -> None:
@@ -164,13 +143,13 @@ def test_a_killed_run_resumes_redoing_only_unfinished_shards(
     os.killpg(killed.pid, signal.SIGKILL)
     killed.wait(timeout=30)
     finished_shards = len(list(parts.glob("part-*.parquet")))
-    calls_before = _model_calls(slow_stand_in)
+    calls_before = model_calls(slow_stand_in)
     assert finished_shards < units // shard_size
 
     resumed = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True,
                              timeout=600)  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    calls_after = _model_calls(slow_stand_in) - calls_before
+    calls_after = model_calls(slow_stand_in) - calls_before
     # exactly the shards that had not finished are embedded again, and nothing else
     assert calls_after == units - finished_shards * shard_size
     # the killed run wasted at most the shards it had in flight (2 in parallel)

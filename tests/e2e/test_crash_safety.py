@@ -10,7 +10,6 @@ import signal
 import subprocess
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
@@ -18,27 +17,13 @@ import psutil
 import pytest
 
 from tasks.demo.pdf_documents import PdfTopic, topic_pdf
-from tests.e2e.emulator_process import BIN, running_emulator
+from tests.e2e.emulator_process import BIN, novaflow_env
 
 KILL_DEADLINE_SECONDS = 10.0
 
 
 def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    keep = {k: os.environ[k] for k in ("PATH", "HOME", "LANG", "TMPDIR") if k in os.environ}
-    return {
-        **keep,
-        "PREFECT_HOME": str(tmp_path / "prefect-home"),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "NOVAFLOW_EVALUATION__ENABLED": "false",
-        **extra,
-    }
-
-
-@pytest.fixture
-def slow_stand_in(tmp_path: Path) -> Iterator[dict[str, str]]:
-    """A separate ``novaflow emulator`` whose model calls take 0.1 s, outliving any one run."""
-    with running_emulator(("--in-memory", "--latency", "0.1"), _env(tmp_path), tmp_path) as env:
-        yield env
+    return novaflow_env(tmp_path, NOVAFLOW_EVALUATION__ENABLED="false", **extra)
 
 
 def _text_corpus(tmp_path: Path, notes: int) -> Path:
