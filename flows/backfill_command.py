@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -15,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from flows.backend import backend_environment
 from flows.report_commands import print_report_lines
+from flows.watching import repeated_while_running
 
 if TYPE_CHECKING:  # imported at run time only when the command runs: `novaflow --help` is fast
     from flows.backfill import BackfillParameters
@@ -188,7 +188,6 @@ def partition_lines(store: CheckpointStore, backfill_id: str) -> Iterator[None]:
 
     watched = _OutcomeFiles(store, backfill_id)
     watched.changed()  # those of earlier attempts are not this attempt's news
-    stop = threading.Event()
 
     def print_changed() -> None:
         for number in watched.changed():
@@ -196,18 +195,8 @@ def partition_lines(store: CheckpointStore, backfill_id: str) -> Iterator[None]:
             if outcome is not None:
                 print(partition_line(outcome, watched.partitions() or number), flush=True)
 
-    def watch() -> None:
-        while not stop.wait(POLL_SECONDS):
-            print_changed()
-
-    watcher = threading.Thread(target=watch, name="novaflow-backfill-progress", daemon=True)
-    watcher.start()
-    try:
+    with repeated_while_running(print_changed, POLL_SECONDS):
         yield
-    finally:
-        stop.set()
-        watcher.join()
-        print_changed()
 
 
 class _OutcomeFiles:

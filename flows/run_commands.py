@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import Any
 
 from flows.backend import backend_environment
 from flows.report_commands import print_report_lines
+from flows.watching import repeated_while_running
 
 
 def run_job(
@@ -100,7 +100,6 @@ def shard_progress_bar(store: str, run_id: str) -> Iterator[None]:
     from tasks.store import CheckpointStore
 
     checkpoints = CheckpointStore(store)
-    stop = threading.Event()
     with Progress(
         "  embedding",
         BarColumn(),
@@ -111,18 +110,12 @@ def shard_progress_bar(store: str, run_id: str) -> Iterator[None]:
     ) as bar:
         shards = bar.add_task("shards", total=None)
 
-        def watch() -> None:
-            while not stop.wait(0.5):
-                progress = run_progress(checkpoints, run_id)
-                bar.update(shards, completed=progress.shards_done, total=progress.shards_total)
+        def show() -> None:
+            progress = run_progress(checkpoints, run_id)
+            bar.update(shards, completed=progress.shards_done, total=progress.shards_total)
 
-        watcher = threading.Thread(target=watch, name="novaflow-progress", daemon=True)
-        watcher.start()
-        try:
+        with repeated_while_running(show, 0.5):
             yield
-        finally:
-            stop.set()
-            watcher.join()
 
 
 def command_run(args: argparse.Namespace, settings_of: Callable[[argparse.Namespace], Any]) -> int:

@@ -8,8 +8,10 @@ import pytest
 from prefect.testing.utilities import prefect_test_harness
 
 from emulator.app import Emulator
+from emulator.misbehaviour import Misbehaviour
 
 DEFAULT_ASYNC_BUCKET = "novaflow-async"  # of the default staging_uri and output_uri
+QUOTA = 10.0  # the request quota of the `quota` fixture's stand-in, InvokeModel calls a second
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -30,3 +32,19 @@ def aws_environment(stand_in: Emulator, monkeypatch: pytest.MonkeyPatch) -> Emul
     if DEFAULT_ASYNC_BUCKET not in existing:
         s3.create_bucket(Bucket=DEFAULT_ASYNC_BUCKET)
     return stand_in
+
+
+@pytest.fixture
+def quota(aws_environment: Emulator) -> Emulator:
+    """The stand-in with a request quota of ``QUOTA`` on InvokeModel (throttling beyond it)."""
+    aws_environment.configure(
+        bedrock_faults=(
+            Misbehaviour(
+                operations=frozenset({"InvokeModel"}),
+                requests_per_second=QUOTA,
+                latency_seconds=0.02,
+            ),
+        )
+    )
+    aws_environment.reset_stats()
+    return aws_environment

@@ -16,7 +16,6 @@ from botocore.client import BaseClient
 from distributed import Client, LocalCluster
 
 from emulator.app import Emulator
-from emulator.misbehaviour import Misbehaviour
 from flows.reembed import ReembedParameters, local_dask_cluster, reembed_flow
 from tasks.demo.corpus import DemoCorpus, generate_demo_corpus
 from tasks.embed.stage import process_pacer
@@ -30,11 +29,10 @@ from tasks.settings import (
     ThroughputSettings,
 )
 from tasks.store import CheckpointStore
+from tests.flows.conftest import QUOTA
 from tests.flows.text_corpora import text_corpus
 
 pytestmark = pytest.mark.slow
-
-QUOTA = 10.0
 
 
 def _settings(tmp_path: Path, tag: str, throughput: ThroughputSettings) -> NovaflowSettings:
@@ -126,18 +124,9 @@ def cluster(aws_environment: Emulator) -> Iterator[LocalCluster]:
 
 
 def test_the_shared_budget_holds_across_dask_workers(
-    aws_environment: Emulator, cluster: LocalCluster, tmp_path: Path
+    quota: Emulator, cluster: LocalCluster, tmp_path: Path
 ) -> None:
-    aws_environment.configure(
-        bedrock_faults=(
-            Misbehaviour(
-                operations=frozenset({"InvokeModel"}),
-                requests_per_second=QUOTA,
-                latency_seconds=0.02,
-            ),
-        )
-    )
-    aws_environment.reset_stats()
+    aws_environment = quota
     units = 60
     manifest = text_corpus(tmp_path / "corpus", "dask", units)
     # Each worker alone may go at the whole quota; together, without the shared budget, twice it.

@@ -20,7 +20,6 @@ from prefect.client.schemas.objects import State
 from prefect.concurrency.asyncio import ConcurrencySlotAcquisitionError
 
 from emulator.app import Emulator
-from emulator.misbehaviour import Misbehaviour
 from flows.reembed import ReembedParameters, reembed_flow
 from tasks.prefect_quota import (
     ensure_shared_limits,
@@ -36,9 +35,9 @@ from tasks.settings import (
     ThroughputSettings,
 )
 from tasks.shared_quota import bucket_capacity
+from tests.flows.conftest import QUOTA
 from tests.flows.text_corpora import text_corpus
 
-QUOTA = 10.0  # the stand-in's InvokeModel requests per second
 UNITS_PER_RUN = 60  # 6 s of the quota: long beside a flow run's start-up, so the runs overlap
 
 
@@ -104,22 +103,6 @@ def _shard_span(state: State[RunSummary]) -> tuple[float, float]:
 def _overlap(spans: list[tuple[float, float]]) -> float:
     """Seconds during which every span was going."""
     return min(end for _, end in spans) - max(start for start, _ in spans)
-
-
-@pytest.fixture
-def quota(aws_environment: Emulator) -> Emulator:
-    """The stand-in with a request quota of ``QUOTA`` on InvokeModel (throttling beyond it)."""
-    aws_environment.configure(
-        bedrock_faults=(
-            Misbehaviour(
-                operations=frozenset({"InvokeModel"}),
-                requests_per_second=QUOTA,
-                latency_seconds=0.02,
-            ),
-        )
-    )
-    aws_environment.reset_stats()
-    return aws_environment
 
 
 def _invoke_counts(stand_in: Emulator) -> tuple[int, int]:
