@@ -260,7 +260,7 @@ def run_child(spec_path: str) -> int:
     """One run, in this process: import everything, say ``ready``, wait for ``go`` on stdin,
     run the flow and print its result as one ``RESULT {json}`` line."""
     from flows.reembed import ReembedParameters, reembed_flow
-    from tasks.prefect_quota import shared_request_pacer
+    from tasks.global_limits import shared_request_pacer
     from tasks.settings import NovaflowSettings
 
     spec = json.loads(Path(spec_path).read_text())

@@ -35,9 +35,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from flows.evaluate import EvaluateParameters, evaluate
 from tasks.corpus.source import CorpusSource
 from tasks.embed.stage import quarantined_shard
+from tasks.global_limits import ensure_shared_limits
 from tasks.jobs.stage import quarantined_async_units
 from tasks.outcomes import AsyncOutcome, ShardOutcome
-from tasks.prefect_quota import ensure_shared_limits
 from tasks.prefect_tasks import (
     commit_state,
     embed_async,

@@ -16,11 +16,11 @@ from tasks.aws_clients import s3_client
 from tasks.corpus.source import CorpusSource, corpus_items
 from tasks.embed.stage import embedded_shard
 from tasks.evaluate.stage import LabeledSection, evaluated_index, evaluated_labeled
+from tasks.global_limits import shard_pacing
 from tasks.index.stage import committed_state, loaded_index
 from tasks.jobs.stage import embedded_async_units, is_configuration_error
 from tasks.outcomes import AsyncOutcome, LoadOutcome, PlanTotals, ShardOutcome
 from tasks.plan.stage import planned_run
-from tasks.prefect_quota import shard_pacing
 from tasks.report.evaluation.document import evaluation_report, write_report
 from tasks.report.failures import gathered_failures
 from tasks.settings import NovaflowSettings

@@ -20,7 +20,7 @@ once (``give_back``), so that a run finishing leaves its allowance to the runs s
 slowing down after throttling), so the embedder uses it as it uses a ``Pacer``.
 
 Nothing here imports Prefect: ``take`` is any function that blocks until ``n`` requests are
-granted (``tasks.prefect_quota`` makes one of a Prefect rate limit), so tests drive it with fakes.
+granted (``tasks.global_limits`` makes one of a Prefect rate limit), so tests drive it with fakes.
 """
 
 from __future__ import annotations

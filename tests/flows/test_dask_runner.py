@@ -19,7 +19,7 @@ from emulator.app import Emulator
 from flows.reembed import ReembedParameters, local_dask_cluster, reembed_flow
 from tasks.demo.corpus import DemoCorpus, generate_demo_corpus
 from tasks.embed.stage import process_pacer
-from tasks.prefect_quota import shared_request_pacer
+from tasks.global_limits import shared_request_pacer
 from tasks.report.summary import RunSummary
 from tasks.settings import (
     EmbeddingSettings,

@@ -21,7 +21,7 @@ from prefect.concurrency.asyncio import ConcurrencySlotAcquisitionError
 
 from emulator.app import Emulator
 from flows.reembed import ReembedParameters, reembed_flow
-from tasks.prefect_quota import (
+from tasks.global_limits import (
     ensure_shared_limits,
     prefect_rate_limit_source,
     shard_pacing,
