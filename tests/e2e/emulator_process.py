@@ -8,6 +8,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -68,3 +69,20 @@ def model_calls(variables: Mapping[str, str]) -> int:
     url = f"{variables['AWS_ENDPOINT_URL_BEDROCK_RUNTIME']}/_emulator/stats"
     with urllib.request.urlopen(url, timeout=10) as response:
         return int(json.loads(response.read())["calls"].get("InvokeModel", 0))
+
+
+def settled_model_calls(variables: Mapping[str, str], quiet_seconds: float = 0.5) -> int:
+    """The stand-in's InvokeModel count once no call has been counted for ``quiet_seconds``.
+
+    The stand-in counts a call when it answers it, after its latency: a call a killed process
+    sent just before it died is counted a moment later. Read right after a kill, the count can
+    miss it and charge it to the next run."""
+    deadline = time.monotonic() + 30
+    count, since = model_calls(variables), time.monotonic()
+    while time.monotonic() - since < quiet_seconds:
+        assert time.monotonic() < deadline, "the stand-in kept answering calls after the kill"
+        time.sleep(0.05)  # polling the stand-in's count until it settles
+        now = model_calls(variables)
+        if now != count:
+            count, since = now, time.monotonic()
+    return count

@@ -15,7 +15,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from tests.e2e.emulator_process import BIN, model_calls, novaflow_env
+from tests.e2e.emulator_process import BIN, model_calls, novaflow_env, settled_model_calls
 
 NOTES, PARTITION_SIZE, SHARD_SIZE = 30, 10, 5
 BACKFILL_ID = "bf-e2e"
@@ -85,7 +85,7 @@ def test_a_killed_backfill_redoes_only_unfinished_partitions(
         killed.wait(timeout=30)
     assert sorted(path.name for path in outcomes.glob("*.json")) == ["part-00001.json"]
     checkpointed = len(list((store / "embeddings").glob("run=*/part-*.parquet")))
-    calls_before = model_calls(slow_stand_in)
+    calls_before = settled_model_calls(slow_stand_in)
     assert 2 <= checkpointed < NOTES // SHARD_SIZE  # partition 1's 2 shards, and not all
 
     resumed = subprocess.run(
