@@ -14,6 +14,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+import boto3
+
 BIN = Path(sys.executable).parent
 FREE_PORTS = ("--s3-port", "0", "--bedrock-port", "0", "--s3vectors-port", "0")
 
@@ -86,3 +88,21 @@ def settled_model_calls(variables: Mapping[str, str], quiet_seconds: float = 0.5
         if now != count:
             count, since = now, time.monotonic()
     return count
+
+
+def index_keys(
+    variables: Mapping[str, str], index: str, vector_bucket: str = "novaflow"
+) -> list[str]:
+    """Every key of the stand-in's ``index``, as ``ListVectors`` pages them (a key held twice
+    would appear twice)."""
+    client = boto3.client(
+        "s3vectors",
+        endpoint_url=variables["AWS_ENDPOINT_URL_S3VECTORS"],
+        region_name=variables["AWS_DEFAULT_REGION"],
+        aws_access_key_id=variables["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=variables["AWS_SECRET_ACCESS_KEY"],
+    )
+    pages = client.get_paginator("list_vectors").paginate(
+        vectorBucketName=vector_bucket, indexName=index
+    )
+    return [vector["key"] for page in pages for vector in page["vectors"]]

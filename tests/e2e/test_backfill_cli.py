@@ -12,10 +12,15 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import boto3
 import pytest
 
-from tests.e2e.emulator_process import BIN, model_calls, novaflow_env, settled_model_calls
+from tests.e2e.emulator_process import (
+    BIN,
+    index_keys,
+    model_calls,
+    novaflow_env,
+    settled_model_calls,
+)
 
 NOTES, PARTITION_SIZE, SHARD_SIZE = 30, 10, 5
 BACKFILL_ID = "bf-e2e"
@@ -23,20 +28,6 @@ BACKFILL_ID = "bf-e2e"
 
 def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
     return novaflow_env(tmp_path, NOVAFLOW_EVALUATION__ENABLED="false", **extra)
-
-
-def _index_keys(env: dict[str, str]) -> list[str]:
-    client = boto3.client(
-        "s3vectors",
-        endpoint_url=env["AWS_ENDPOINT_URL_S3VECTORS"],
-        region_name=env["AWS_DEFAULT_REGION"],
-        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
-    )
-    pages = client.get_paginator("list_vectors").paginate(
-        vectorBucketName="novaflow", indexName="backfill-test"
-    )
-    return [vector["key"] for page in pages for vector in page["vectors"]]
 
 
 def _wait_for(condition: Callable[[], bool], process: subprocess.Popen[bytes], what: str) -> None:
@@ -103,7 +94,7 @@ def test_a_killed_backfill_redoes_only_unfinished_partitions(
     assert any(line.startswith("  partition 3/3 completed") for line in lines)
     assert "  parts    3 completed, 0 failed, 0 pending of 3 partitions" in resumed.stdout
     assert "(2 run now, 1 already done)" in resumed.stdout
-    keys = _index_keys(slow_stand_in)
+    keys = index_keys(slow_stand_in, "backfill-test")
     assert sorted(keys) == [f"note-{n:02d}.txt#chunk=0" for n in range(NOTES)]  # once each
     summary = json.loads((store / "backfills" / BACKFILL_ID / "summary.json").read_text())
     assert (summary["items"], summary["embedded"], summary["done"]) == (NOTES, NOTES, True)

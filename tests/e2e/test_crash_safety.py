@@ -12,12 +12,11 @@ import time
 import urllib.request
 from pathlib import Path
 
-import boto3
 import psutil
 import pytest
 
 from tasks.demo.pdf_documents import PdfTopic, topic_pdf
-from tests.e2e.emulator_process import BIN, novaflow_env
+from tests.e2e.emulator_process import BIN, index_keys, novaflow_env
 
 KILL_DEADLINE_SECONDS = 10.0
 
@@ -54,22 +53,6 @@ def _alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
-
-
-def _index_keys(env: dict[str, str]) -> set[str]:
-    client = boto3.client(
-        "s3vectors",
-        endpoint_url=env["AWS_ENDPOINT_URL_S3VECTORS"],
-        region_name=env["AWS_DEFAULT_REGION"],
-        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
-    )
-    keys: set[str] = set()
-    for page in client.get_paginator("list_vectors").paginate(
-        vectorBucketName="novaflow", indexName="crash-test"
-    ):
-        keys.update(vector["key"] for vector in page["vectors"])
-    return keys
 
 
 @pytest.mark.slow
@@ -153,7 +136,9 @@ def test_a_run_killed_before_its_plan_is_resumed_to_the_end(
     assert f"resuming run {run_id}" in resumed.stdout
     summary = json.loads((record.parent / "summary.json").read_text())
     assert summary["adds_up"] is True
-    assert _index_keys(slow_stand_in) == {f"note-{n:02d}.txt#chunk=0" for n in range(12)}
+    assert set(index_keys(slow_stand_in, "crash-test")) == {
+        f"note-{n:02d}.txt#chunk=0" for n in range(12)
+    }
 
     nothing_left = subprocess.run(
         _run_command(corpus, "--resume"), cwd=tmp_path, env=env, capture_output=True,
@@ -192,7 +177,9 @@ def test_a_second_process_on_the_same_run_is_refused_naming_the_first(
     summary = json.loads((tmp_path / "store" / "runs" / "twice" / "summary.json").read_text())
     assert summary["adds_up"] is True
     assert summary["units_embedded"] == 40
-    assert _index_keys(slow_stand_in) == {f"note-{n:02d}.txt#chunk=0" for n in range(40)}
+    assert set(index_keys(slow_stand_in, "crash-test")) == {
+        f"note-{n:02d}.txt#chunk=0" for n in range(40)
+    }
     assert not lease.exists()  # released at the end
 
 
