@@ -17,7 +17,7 @@ from tasks.media.payloads import image_file_payload, media_file_payload
 from tasks.nova.requests import Payload, invoke_model_body, parsed_embeddings, query_purpose
 from tasks.records import MODALITIES
 from tasks.settings import EmbeddingSettings
-from tasks.state import read_state
+from tasks.state.dataset import StateDataset
 from tasks.store import CheckpointStore
 
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".tif", ".tiff"}
@@ -39,8 +39,7 @@ def query_payload(text: str | None, file: Path | None, max_image_side_px: int) -
 
 def held_modalities(store: CheckpointStore, vector_bucket: str, index: str) -> frozenset[str]:
     """The modalities the index holds vectors of (all of them before the first run)."""
-    state = read_state(store, vector_bucket, index)
-    held = {entry.modality for entry in state.values() if entry.keys}
+    held = StateDataset(store, vector_bucket, index).layout().held_modalities
     return frozenset(held or MODALITIES)
 
 

@@ -181,8 +181,30 @@ class CheckpointStore:
         """The async job ledger's append-only change files, folded into :meth:`jobs_path`."""
         return self._path("jobs", run_id)
 
-    def state_path(self, vector_bucket: str, index: str) -> str:
-        """What an index holds now, item by item."""
+    def state_dir(self, vector_bucket: str, index: str) -> str:
+        """What an index holds now, item by item: a Parquet dataset (see :mod:`tasks.state`)."""
+        return self._path("state", vector_bucket, index)
+
+    def state_layout_path(self, vector_bucket: str, index: str) -> str:
+        """The state's layout (JSON): how many partitions, and the items in each."""
+        return self._path("state", vector_bucket, index, "layout.json")
+
+    def state_partitions_dir(self, vector_bucket: str, index: str, bits: int) -> str:
+        """The state's partition files when it has ``2**bits`` partitions."""
+        return self._path("state", vector_bucket, index, f"items-{bits:02d}")
+
+    def state_file_path(self, vector_bucket: str, index: str, bits: int, name: str) -> str:
+        """One file of the state's partitions (``name`` as the state's layout lists it)."""
+        return f"{self.state_partitions_dir(vector_bucket, index, bits)}/{name}"
+
+    def state_commit_path(self, vector_bucket: str, index: str) -> str:
+        """The commit under way (JSON): which run, which partitions; present only while a commit
+        runs, or after one was interrupted, until the next run finishes it."""
+        return self._path("state", vector_bucket, index, "commit.json")
+
+    def legacy_state_path(self, vector_bucket: str, index: str) -> str:
+        """The single-file state novaflow wrote before its state was partitioned: migrated to
+        the partitioned dataset on first use."""
         return self._path("state", vector_bucket, index, "state.parquet")
 
     def reports_dir(self, run_id: str) -> str:
@@ -268,10 +290,17 @@ class CheckpointStore:
             if filesystem.get_file_info(temporary).type == pafs.FileType.File:
                 filesystem.delete_file(temporary)
 
-    def write_table(self, path: str, table: pa.Table) -> None:
-        """Write ``table`` to ``path`` atomically (zstd-compressed Parquet)."""
+    def write_table(self, path: str, table: pa.Table, row_group_rows: int | None = None) -> None:
+        """Write ``table`` to ``path`` atomically (zstd-compressed Parquet, row groups of at
+        most ``row_group_rows`` rows when given)."""
         with self._atomic_target(path) as target:
-            pq.write_table(table, target, filesystem=self.filesystem, compression="zstd")
+            pq.write_table(
+                table,
+                target,
+                filesystem=self.filesystem,
+                compression="zstd",
+                row_group_size=row_group_rows,
+            )
 
     @contextmanager
     def table_writer(self, path: str, schema: pa.Schema) -> Iterator[pq.ParquetWriter]:
@@ -285,9 +314,13 @@ class CheckpointStore:
         ):
             yield writer
 
-    def read_table(self, path: str, schema: pa.Schema | None = None) -> pa.Table:
-        """Read the Parquet file at ``path``; with ``schema``, check it holds those columns."""
-        table = pq.read_table(path, filesystem=self.filesystem)
+    def read_table(
+        self, path: str, schema: pa.Schema | None = None, use_threads: bool = True
+    ) -> pa.Table:
+        """Read the Parquet file at ``path``; with ``schema``, check it holds those columns.
+        ``use_threads=False`` for the many small files of a loop: threads buy nothing there
+        and each leaves memory in its allocator arena."""
+        table = pq.read_table(path, filesystem=self.filesystem, use_threads=use_threads)
         if schema is not None:
             missing = [name for name in schema.names if name not in table.column_names]
             if missing:
@@ -302,6 +335,14 @@ class CheckpointStore:
             self.filesystem.open_output_stream(target) as stream,
         ):
             stream.write(text.encode())
+
+    def delete(self, path: str) -> None:
+        """Remove the file or directory at ``path`` (nothing if it is absent)."""
+        info = self.filesystem.get_file_info(path)
+        if info.type == pafs.FileType.File:
+            self.filesystem.delete_file(path)
+        elif info.type == pafs.FileType.Directory:
+            self.filesystem.delete_dir(path)
 
     def read_text(self, path: str) -> str:
         """Read a small text file."""

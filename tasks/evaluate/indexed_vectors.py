@@ -14,19 +14,19 @@ from collections.abc import Iterator, Sequence
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
-import pyarrow.parquet as pq
 
 from tasks.evaluate.exact_search import checkpoint_blocks
+from tasks.state.dataset import StateDataset
 from tasks.store import CheckpointStore
 
 
 def held_keys(store: CheckpointStore, vector_bucket: str, index: str) -> pa.Array:
     """Every key the index holds after the last committed run (unique; empty before one)."""
-    path = store.state_path(vector_bucket, index)
-    if not store.exists(path):
+    batches = StateDataset(store, vector_bucket, index).batches(["keys"])
+    keys = [pc.list_flatten(batch.column("keys")) for batch in batches]
+    if not keys:
         return pa.array([], pa.string())
-    keys = pq.read_table(path, columns=["keys"], filesystem=store.filesystem).column("keys")
-    return pc.unique(pc.list_flatten(keys.combine_chunks()))
+    return pc.unique(pa.chunked_array(keys, pa.string()).combine_chunks())
 
 
 def checkpoint_files_newest_first(store: CheckpointStore) -> list[str]:

@@ -38,7 +38,7 @@ from tasks.pacing import Pacer
 from tasks.query_vectors import held_modalities, query_payload, query_vector
 from tasks.service_errors import error_message
 from tasks.settings import NovaflowSettings
-from tasks.state import read_state
+from tasks.state.dataset import StateDataset
 from tasks.store import CheckpointStore
 from tasks.vector_store import MAX_TOP_K, query
 
@@ -150,16 +150,24 @@ def evaluated_labeled(
     if evaluation.qrels is None:
         return None
     store = CheckpointStore(settings.store)
-    state = read_state(store, settings.index.vector_bucket, settings.index.index)
-    items = {entry.item_id: entry.modality for entry in state.values() if entry.keys}
-    unit_keys = {key: entry.modality for entry in state.values() for key in entry.keys}
+    # Judged ids are looked up partition by partition: the state is never read whole.
+    state = StateDataset(store, settings.index.vector_bucket, settings.index.index).lookup()
 
     def modality_of(id_or_key: str) -> str | None:
-        return unit_keys.get(id_or_key) or items.get(item_of(id_or_key))
+        """The modality of the held item ``id_or_key`` is, or is a unit of."""
+        entry = state.get(item_of(id_or_key))
+        return entry.modality if entry is not None and entry.keys else None
+
+    def known(id_or_key: str) -> bool:
+        """Whether the index holds the item, or the unit, ``id_or_key`` names."""
+        entry = state.get(item_of(id_or_key))
+        if entry is None or not entry.keys:
+            return False
+        return id_or_key == entry.item_id or id_or_key in entry.keys
 
     labeled = read_qrels(
         evaluation.qrels,
-        known=lambda id_or_key: id_or_key in items or id_or_key in unit_keys,
+        known=known,
         modality_of=modality_of,
     )
     errors = [_issue_json(error) for error in labeled.errors]

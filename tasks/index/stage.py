@@ -2,14 +2,15 @@
 keys, then commit the index's new state.
 
 Both are idempotent: a put overwrites a key with the same vector, a delete of an absent key is a
-no-op, and the state is replaced in one atomic write only after the index is up to date.
+no-op, and the state's touched partitions are rewritten only after the index is up to date
+(an interrupted commit is finished by the next run: :mod:`tasks.state.commit`).
 """
 
 from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from itertools import chain
 from typing import Any
 
@@ -20,10 +21,10 @@ from tasks.aws_clients import s3vectors_client
 from tasks.job_ledger import JobLedger
 from tasks.outcomes import LoadOutcome
 from tasks.pacing import Pacer
-from tasks.records import ROW_STAGE
 from tasks.service_errors import RETRIED_NEXT_RUN_CODES
 from tasks.settings import NovaflowSettings
-from tasks.state import StateEntry, read_state, write_state
+from tasks.state.commit import committed_run
+from tasks.state.dataset import StateDataset
 from tasks.store import CheckpointStore, is_job_part
 from tasks.tables import async_units
 from tasks.vector_store import delete_vectors, ensure_index, put_vectors
@@ -58,7 +59,7 @@ def _async_deletions(store: CheckpointStore, settings: NovaflowSettings, run_id:
     units = async_units(store, run_id)
     if not units:
         return []
-    state = read_state(store, settings.index.vector_bucket, settings.index.index)
+    state = StateDataset(store, settings.index.vector_bucket, settings.index.index).lookup()
     latest = JobLedger(store, run_id).latest_by_unit()
     new_keys: defaultdict[str, set[str]] = defaultdict(set)
     job_parts = [
@@ -104,71 +105,9 @@ def _column_rows(store: CheckpointStore, paths: list[str], columns: list[str]) -
 
 
 def committed_state(settings: NovaflowSettings, run_id: str) -> int:
-    """Replace the index's state with what it holds after this run; returns the item count.
-
-    An item whose units all made it is ``complete``; one that failed through its own fault, in
-    planning or in any unit, is ``quarantined`` (left alone until it changes); one with
-    transient failures is ``incomplete`` when this run loaded some of its vectors (its keys: all
-    it may hold, so a later removal deletes them), else it keeps its previous entry; either way
-    the next run plans it again.
-
-    Only an item's own failures decide its state: those of the plan stage or later. A manifest
-    row's failure (:data:`ROW_STAGE`) is a row that never became an item, and the id it carries
-    may be another row's: a duplicate's is the id of the row that kept it.
-    """
+    """Bring the index's state up to date with what this run loaded (only the partitions it
+    touched); returns how many items the index now holds. See :func:`committed_run`."""
     store = CheckpointStore(settings.store)
     index = settings.index
-    state = read_state(store, index.vector_bucket, index.index)
     config_hash = settings.embedding.config_hash()
-    embedded: defaultdict[str, list[str]] = defaultdict(list)
-    for row in _column_rows(
-        store, store.list_files(store.embeddings_dir(run_id)), ["key", "item_id"]
-    ):
-        embedded[row["item_id"]].append(row["key"])
-    failure_codes: defaultdict[str, set[str]] = defaultdict(set)
-    failure_files = store.list_files(store.run_failures_dir(run_id))
-    for row in _column_rows(store, failure_files, ["item_id", "stage", "code"]):
-        if row["stage"] != ROW_STAGE:
-            failure_codes[row["item_id"]].add(row["code"])
-    manifest = {
-        row["item_id"]: row
-        for row in _column_rows(
-            store,
-            [store.manifest_path(run_id)],
-            ["item_id", "uri", "fingerprint", "modality", "metadata_json"],
-        )
-    }
-
-    def entry(item_id: str, keys: Iterable[str], status: str) -> StateEntry:
-        source = manifest[item_id]
-        return StateEntry(
-            item_id=item_id,
-            uri=source["uri"],
-            fingerprint=source["fingerprint"],
-            config_hash=config_hash,
-            keys=tuple(sorted(keys)),
-            status=status,
-            modality=source["modality"],
-            metadata_json=source["metadata_json"],
-        )
-
-    planned = _column_rows(store, [store.plan_path(run_id)], ["item_id", "change"])
-    for row in planned:
-        item_id, change = row["item_id"], row["change"]
-        if change == "removed":
-            state.pop(item_id, None)
-            continue
-        if change == "unchanged":
-            continue
-        codes = failure_codes.get(item_id, set())
-        if codes & RETRIED_NEXT_RUN_CODES:
-            if embedded.get(item_id):
-                previous = state.get(item_id)
-                held = set(previous.keys if previous else ()) | set(embedded[item_id])
-                state[item_id] = entry(item_id, held, "incomplete")
-            continue
-        # An item that failed planning is remembered too, with no keys, so that an unchanged
-        # corpus is not planned again.
-        status = "quarantined" if codes else "complete"
-        state[item_id] = entry(item_id, embedded.get(item_id, []), status)
-    return write_state(store, index.vector_bucket, index.index, state.values())
+    return committed_run(store, index.vector_bucket, index.index, run_id, config_hash)

@@ -9,21 +9,28 @@ so re-running an unchanged corpus makes no model call at all.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from tasks import schemas
 from tasks.media.images import PreparationError
 from tasks.outcomes import Change, PlanTotals
+from tasks.plan.buckets import CorpusBuckets
 from tasks.plan.units import expanded_item
 from tasks.records import Failure, Item, Unit, routed
 from tasks.settings import EmbeddingSettings, Prices
-from tasks.state import StateEntry
+from tasks.state.dataset import StateDataset, StateEntry
+from tasks.state.layout import StateLayout, partitions_of
 from tasks.store import CheckpointStore
 from tasks.tables import failures_table, units_table
+
+UNCHANGED_REASON = "same content and settings"
+QUARANTINED_REASON = "quarantined earlier; skipped until the file changes"
+REMOVED_REASON = "no longer in the corpus"
 
 
 @dataclass(frozen=True)
@@ -65,80 +72,193 @@ def item_change(item: Item, previous: StateEntry | None, config_hash: str) -> tu
         # Vectors carry the item's metadata, so they are written again with the new one.
         return "changed", "metadata changed"
     if previous.status == "quarantined":
-        return "unchanged", "quarantined earlier; skipped until the file changes"
-    return "unchanged", "same content and settings"
+        return "unchanged", QUARANTINED_REASON
+    return "unchanged", UNCHANGED_REASON
 
 
-def planned_items(
-    items: Iterable[Item | Failure],
-    state: Mapping[str, StateEntry],
+def planned_item(
+    item: Item,
+    previous: StateEntry | None,
+    config_hash: str,
     settings: EmbeddingSettings,
     prices: Prices,
     local_path_of: Callable[[Item], Path],
-    partial: bool = False,
 ) -> Iterator[ItemPlan | Failure]:
-    """One ItemPlan per current item, then one per removed item; Failures for bad items.
-
-    With ``partial``, ``items`` are part of the corpus only (one partition of a backfill): an
-    item of the state they do not list is not removed, so no removed items are planned.
+    """The plan of one current item against its ``previous`` entry in the state.
 
     An item that cannot be expanded (corrupt, encrypted, over the limits …) yields its Failure
     and then its ItemPlan, with no units: it is quarantined, and when it is a changed item its
     old vectors are deleted, so the index never holds a version the corpus no longer has.
     """
-    config_hash = settings.config_hash()
-    seen: set[str] = set()
-    for entry in items:
-        if isinstance(entry, Failure):
-            yield entry
-            continue
-        seen.add(entry.item_id)
-        previous = state.get(entry.item_id)
-        change, reason = item_change(entry, previous, config_hash)
-        old_keys = previous.keys if previous is not None else ()
-        common = {"item_id": entry.item_id, "uri": entry.uri, "modality": entry.modality}
-        if change == "unchanged":
-            yield ItemPlan(change=change, reason=reason, fingerprint=entry.fingerprint, **common)
-            continue
-        try:
-            expansion = expanded_item(entry, local_path_of(entry), settings, prices)
-        except (PreparationError, OSError) as exc:
-            code = getattr(exc, "code", "unreadable")
-            yield Failure(entry.item_id, entry.uri, "plan", code, str(exc))
-            # Still the item's plan row: the run counts it as an item and commits its state.
-            removal = "; its old vectors are removed" if old_keys else ""
-            yield ItemPlan(
-                change=change,
-                reason=f"unusable ({code}){removal}",
-                keys_to_delete=old_keys,
-                fingerprint=entry.fingerprint,
-                **common,
-            )
-            continue
-        new_keys = {unit.key for unit in expansion.sync_units}
-        # Async segment keys are known only when a job ends; until then the old ones stay.
-        keep = new_keys if not expansion.async_units else new_keys | set(old_keys)
+    change, reason = item_change(item, previous, config_hash)
+    old_keys = previous.keys if previous is not None else ()
+    common = {"item_id": item.item_id, "uri": item.uri, "modality": item.modality}
+    if change == "unchanged":
+        yield ItemPlan(change=change, reason=reason, fingerprint=item.fingerprint, **common)
+        return
+    try:
+        expansion = expanded_item(item, local_path_of(item), settings, prices)
+    except (PreparationError, OSError) as exc:
+        code = getattr(exc, "code", "unreadable")
+        yield Failure(item.item_id, item.uri, "plan", code, str(exc))
+        # Still the item's plan row: the run counts it as an item and commits its state.
+        removal = "; its old vectors are removed" if old_keys else ""
         yield ItemPlan(
             change=change,
-            reason=reason,
-            units=expansion.units,
-            keys_to_delete=tuple(key for key in old_keys if key not in keep),
-            estimated_cost_usd=expansion.estimated_cost_usd,
-            fingerprint=entry.fingerprint,
+            reason=f"unusable ({code}){removal}",
+            keys_to_delete=old_keys,
+            fingerprint=item.fingerprint,
             **common,
         )
+        return
+    new_keys = {unit.key for unit in expansion.sync_units}
+    # Async segment keys are known only when a job ends; until then the old ones stay.
+    keep = new_keys if not expansion.async_units else new_keys | set(old_keys)
+    yield ItemPlan(
+        change=change,
+        reason=reason,
+        units=expansion.units,
+        keys_to_delete=tuple(key for key in old_keys if key not in keep),
+        estimated_cost_usd=expansion.estimated_cost_usd,
+        fingerprint=item.fingerprint,
+        **common,
+    )
+
+
+def _plan_rows(
+    item_ids: pa.ChunkedArray | pa.Array,
+    uris: pa.ChunkedArray | pa.Array,
+    modality: pa.ChunkedArray | pa.Array,
+    change: str,
+    reasons: pa.ChunkedArray | pa.Array,
+    keys_to_delete: pa.ChunkedArray | pa.Array,
+) -> pa.Table:
+    """Plan rows of items that embed nothing, built column by column."""
+    count = len(item_ids)
+    return pa.table(
+        {
+            "item_id": item_ids,
+            "uri": uris,
+            "modality": modality,
+            "change": pa.array([change] * count, pa.string()),
+            "reason": reasons,
+            "units_to_embed": pa.nulls(count, pa.int64()).fill_null(0),
+            "async_units": pa.nulls(count, pa.int64()).fill_null(0),
+            "keys_to_delete": keys_to_delete,
+            "estimated_cost_usd": pa.nulls(count, pa.float64()).fill_null(0.0),
+        },
+        schema=schemas.PLAN,
+    )
+
+
+def _differs(before: pa.ChunkedArray, now: pa.ChunkedArray | pa.Scalar) -> pa.ChunkedArray:
+    return pc.fill_null(pc.not_equal(before, now), True)
+
+
+def bucket_plans(
+    corpus: pa.Table,
+    held: pa.Table,
+    config_hash: str,
+    expand: Callable[[Item, StateEntry | None], Iterator[ItemPlan | Failure]],
+    partial: bool,
+) -> Iterator[ItemPlan | Failure | pa.Table]:
+    """The plan of one bucket: the corpus's items in it (``corpus``, manifest rows) joined with
+    the state's (``held``) on the item id, in Arrow.
+
+    Unchanged items and removed ones come out as tables of plan rows, never as Python objects;
+    only new and changed items are expanded one by one (``expand``), since their files must be
+    opened. The decisions and reasons are :func:`item_change`'s.
+    """
+    position = pc.index_in(corpus["item_id"], value_set=held["item_id"])
+    previous = held.take(position)
+    status = previous["status"]
+    needs_expansion = pc.or_(
+        pc.or_(
+            pc.is_null(position),
+            pc.fill_null(pc.equal(status, "incomplete"), False),
+        ),
+        pc.or_(
+            pc.or_(
+                _differs(previous["fingerprint"], corpus["fingerprint"]),
+                _differs(previous["config_hash"], pa.scalar(config_hash)),
+            ),
+            _differs(previous["metadata_json"], corpus["metadata_json"]),
+        ),
+    )
+    same = pc.invert(needs_expansion)
+    unchanged = corpus.filter(same)
+    if unchanged.num_rows:
+        quarantined = pc.equal(status.filter(same), "quarantined")
+        reasons = pc.if_else(quarantined, QUARANTINED_REASON, UNCHANGED_REASON)
+        no_keys = pa.array([[]] * unchanged.num_rows, pa.list_(pa.string()))
+        yield _plan_rows(
+            unchanged["item_id"], unchanged["uri"], unchanged["modality"], "unchanged",
+            reasons, no_keys,
+        )  # fmt: skip
+    expanded = corpus.filter(needs_expansion)
+    if expanded.num_rows:
+        before = previous.filter(needs_expansion).to_pylist()
+        for row, entry in zip(expanded.to_pylist(), before, strict=True):
+            known = StateEntry.from_row(entry) if entry["item_id"] is not None else None
+            yield from expand(Item(**row), known)
     if partial:
         return
-    for item_id, previous in state.items():
-        if item_id not in seen:
-            yield ItemPlan(
-                item_id=item_id,
-                uri=previous.uri,
-                modality="",
-                change="removed",
-                reason="no longer in the corpus",
-                keys_to_delete=previous.keys,
-            )
+    removed = held.filter(pc.invert(pc.is_in(held["item_id"], value_set=corpus["item_id"])))
+    if removed.num_rows:
+        reasons = pa.array([REMOVED_REASON] * removed.num_rows, pa.string())
+        modality = pa.array([""] * removed.num_rows, pa.string())
+        yield _plan_rows(
+            removed["item_id"], removed["uri"], modality, "removed", reasons, removed["keys"]
+        )
+
+
+def planned_items(
+    buckets: CorpusBuckets,
+    state: StateDataset,
+    layout: StateLayout,
+    settings: EmbeddingSettings,
+    prices: Prices,
+    local_path_of: Callable[[Item], Path],
+    partial: bool = False,
+) -> Iterator[ItemPlan | Failure | pa.Table]:
+    """The plan of every current item and every removed one, bucket by bucket; Failures for
+    items that cannot be embedded (see :func:`planned_item`).
+
+    ``buckets`` is the corpus spilled by the item-id hash the state is partitioned by, so each
+    bucket meets the items of one part of the state (:func:`_held_by_bucket`). With ``partial``, the
+    corpus is part of the whole only (one partition of a backfill): an item of the state it
+    does not list is not removed, so no removed items are planned.
+    """
+    config_hash = settings.config_hash()
+
+    def expand(item: Item, previous: StateEntry | None) -> Iterator[ItemPlan | Failure]:
+        return planned_item(item, previous, config_hash, settings, prices, local_path_of)
+
+    for held, bucket in _held_by_bucket(state, layout, buckets.bits):
+        corpus = buckets.read(bucket)
+        if corpus.num_rows or held.num_rows:
+            yield from bucket_plans(corpus, held, config_hash, expand, partial)
+
+
+def _held_by_bucket(
+    state: StateDataset, layout: StateLayout, bucket_bits: int
+) -> Iterator[tuple[pa.Table, int]]:
+    """The state's items of each corpus bucket, with the bucket. With fewer partitions than
+    buckets, a partition is read once and cut into its buckets; with more, a bucket's items are
+    those of the partitions it covers."""
+    if layout.bits <= bucket_bits:
+        for part in range(layout.partitions):
+            held = state.partition(layout, part)
+            if layout.bits == bucket_bits:
+                yield held, part
+                continue
+            in_bucket = pa.array(partitions_of(held["item_id"], bucket_bits))
+            for bucket in range(part, 1 << bucket_bits, layout.partitions):
+                yield held.filter(pc.equal(in_bucket, bucket)), bucket
+        return
+    for bucket in range(1 << bucket_bits):
+        parts = range(bucket, layout.partitions, 1 << bucket_bits)
+        yield pa.concat_tables([state.partition(layout, part) for part in parts]), bucket
 
 
 def _count(totals: PlanTotals, plan: ItemPlan) -> None:
@@ -148,6 +268,13 @@ def _count(totals: PlanTotals, plan: ItemPlan) -> None:
     totals.async_units += len(plan.async_units)
     totals.keys_to_delete += len(plan.keys_to_delete)
     totals.estimated_cost_usd += plan.estimated_cost_usd
+
+
+def _count_rows(totals: PlanTotals, rows: pa.Table) -> None:
+    """Add plan rows that embed nothing (unchanged or removed items) to ``totals``."""
+    for counted in pc.value_counts(rows["change"]).to_pylist():
+        totals.items[counted["values"]] += counted["counts"]
+    totals.keys_to_delete += pc.sum(pc.list_value_length(rows["keys_to_delete"])).as_py() or 0
 
 
 def _plan_row(plan: ItemPlan) -> dict[str, object]:
@@ -167,7 +294,7 @@ def _plan_row(plan: ItemPlan) -> dict[str, object]:
 def write_plan(
     store: CheckpointStore,
     run_id: str,
-    plans: Iterable[ItemPlan | Failure],
+    plans: Iterable[ItemPlan | Failure | pa.Table],
     shard_size: int,
     batch_rows: int = 1000,
 ) -> PlanTotals:
@@ -193,6 +320,10 @@ def write_plan(
         for entry in plans:
             if isinstance(entry, Failure):
                 failures.append(entry)
+                continue
+            if isinstance(entry, pa.Table):
+                _count_rows(totals, entry)
+                plan_writer.write_table(entry)
                 continue
             _count(totals, entry)
             rows.append(_plan_row(entry))

@@ -7,6 +7,8 @@ it redoes no planning and cuts the same shards.
 from __future__ import annotations
 
 import json
+import logging
+import tempfile
 from collections.abc import Callable, Iterable, Iterator
 
 import pyarrow as pa
@@ -14,35 +16,16 @@ import pyarrow as pa
 from tasks import schemas
 from tasks.local_copies import local_source
 from tasks.outcomes import PlanTotals
+from tasks.plan.buckets import BUCKET_BITS, corpus_batches, spilled_buckets
 from tasks.plan.diff import planned_items, write_plan
 from tasks.records import Failure, Item
 from tasks.settings import NovaflowSettings
-from tasks.state import read_state
+from tasks.state.commit import repaired_state
+from tasks.state.dataset import StateDataset
 from tasks.store import CheckpointStore
 from tasks.tables import failures_table
 
-
-def _recorded(
-    store: CheckpointStore, run_id: str, entries: Iterable[Item | Failure]
-) -> Iterator[Item]:
-    """The items of ``entries``, written to the run's manifest as they pass; the failures are
-    kept back and written to the run's manifest failures."""
-    failures: list[Failure] = []
-    batch: list[dict[str, object]] = []
-    names = schemas.MANIFEST.names
-    with store.table_writer(store.manifest_path(run_id), schemas.MANIFEST) as writer:
-        for entry in entries:
-            if isinstance(entry, Failure):
-                failures.append(entry)
-                continue
-            batch.append({name: getattr(entry, name) for name in names})
-            if len(batch) >= 1000:
-                writer.write_table(pa.Table.from_pylist(batch, schema=schemas.MANIFEST))
-                batch.clear()
-            yield entry
-        if batch:
-            writer.write_table(pa.Table.from_pylist(batch, schema=schemas.MANIFEST))
-    store.write_table(store.manifest_failures_path(run_id), failures_table(failures))
+log = logging.getLogger(__name__)
 
 
 class EmptyCorpusError(RuntimeError):
@@ -69,19 +52,40 @@ def planned_run(
     totals_path = store.plan_totals_path(run_id)
     if store.exists(totals_path):
         return PlanTotals.from_json(json.loads(store.read_text(totals_path)))
-    state = read_state(store, settings.index.vector_bucket, settings.index.index)
+    index = settings.index
+    repaired = repaired_state(store, index.vector_bucket, index.index)
+    if repaired:
+        log.warning("the state now holds run %s's outcome, as the index does", repaired)
+    state = StateDataset(store, index.vector_bucket, index.index)
+    layout = state.layout()
     # A backfill records a partition's run before starting it; however the run is started or
     # resumed, it covers that partition only and must not remove the rest of the corpus.
     partial = store.exists(store.partition_record_path(run_id))
-    plans = planned_items(
-        _recorded(store, run_id, corpus()),
-        state,
-        settings.embedding,
-        settings.prices,
-        lambda item: local_source(item.uri, item.fingerprint),
-        partial=partial,
-    )
-    totals = write_plan(store, run_id, plans, settings.throughput.shard_size)
+    failures: list[Failure] = []
+    with tempfile.TemporaryDirectory(prefix="novaflow-plan-") as scratch:
+        with store.table_writer(store.manifest_path(run_id), schemas.MANIFEST) as manifest:
+
+            def recorded(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+                for batch in batches:
+                    manifest.write_batch(batch)
+                    yield batch
+
+            buckets = spilled_buckets(
+                recorded(corpus_batches(corpus(), failures)),
+                scratch,
+                BUCKET_BITS,
+            )
+        store.write_table(store.manifest_failures_path(run_id), failures_table(failures))
+        plans = planned_items(
+            buckets,
+            state,
+            layout,
+            settings.embedding,
+            settings.prices,
+            lambda item: local_source(item.uri, item.fingerprint),
+            partial=partial,
+        )
+        totals = write_plan(store, run_id, plans, settings.throughput.shard_size)
     current = sum(totals.items[change] for change in ("new", "changed", "unchanged"))
     if current == 0 and totals.items["removed"] and not allow_empty_corpus:
         raise EmptyCorpusError(

@@ -25,10 +25,16 @@ from tasks.settings import (
     NovaflowSettings,
     ThroughputSettings,
 )
-from tasks.state import read_state
+from tasks.state.dataset import StateDataset
 from tasks.store import CheckpointStore
 
 NOTES = 30
+
+
+def _state_files(store: CheckpointStore, settings: NovaflowSettings) -> dict[str, bytes]:
+    """Every file of an index's state, by path, with its bytes."""
+    root = Path(store.state_dir(settings.index.vector_bucket, settings.index.index))
+    return {str(path): path.read_bytes() for path in sorted(root.rglob("*")) if path.is_file()}
 
 
 def _settings(tmp_path: Path, index: str, evaluate: bool = True, **extra: Any) -> NovaflowSettings:
@@ -106,8 +112,8 @@ def test_partitions_bring_the_index_in_line_and_a_second_attempt_does_nothing(
         store.exists(store.report_path(partition_run_id("bf-flow", n), "report.json"))
         for n in (1, 2, 3)
     )
-    state = read_state(store, settings.index.vector_bucket, settings.index.index)
-    assert len(state) == NOTES + len(outside)
+    state = StateDataset(store, settings.index.vector_bucket, settings.index.index)
+    assert state.layout().items == NOTES + len(outside)
     assert _progress("novaflow-backfill-bf-flow") == [100.0]  # updated partition by partition
     aws_environment.reset_stats()
 
@@ -162,7 +168,7 @@ def test_a_new_index_is_built_beside_the_old_one_and_made_live_only_when_asked_a
     corpus = _notes(tmp_path / "corpus", 12)
     reembed(ReembedParameters(corpus=str(tmp_path / "corpus"), settings=old))
     store = CheckpointStore(old.store)
-    old_state = Path(store.state_path(old.index.vector_bucket, old.index.index)).read_bytes()
+    old_state = _state_files(store, old)
     client = aws_environment.client("s3vectors")
     old_vectors = client.get_vectors(
         vectorBucketName=old.index.vector_bucket, indexName=old.index.index,
@@ -200,9 +206,7 @@ def test_a_new_index_is_built_beside_the_old_one_and_made_live_only_when_asked_a
     )
     assert sorted(_index_keys(client, new)) == sorted(corpus)
     # the old index: the same state and the same vectors, never written
-    assert (
-        Path(store.state_path(old.index.vector_bucket, old.index.index)).read_bytes() == old_state
-    )
+    assert _state_files(store, old) == old_state
     assert client.get_vectors(
         vectorBucketName=old.index.vector_bucket, indexName=old.index.index,
         keys=sorted(corpus), returnData=True,

@@ -8,13 +8,13 @@ import json
 import uuid
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 
 from emulator.app import Emulator
 from flows.reembed import ReembedParameters, reembed
 from tasks.report.summary import ItemOutcomes, RunSummary
 from tasks.settings import EvaluationSettings, IndexSettings, NovaflowSettings, ThroughputSettings
+from tasks.state.dataset import StateDataset
 from tasks.store import CheckpointStore
 
 GOOD = ("alpha", "beta", "gamma", "delta")
@@ -65,8 +65,8 @@ def _settings(tmp_path: Path) -> NovaflowSettings:
 
 def _state(settings: NovaflowSettings) -> dict[str, tuple[str, tuple[str, ...]]]:
     store = CheckpointStore(settings.store)
-    path = store.state_path(settings.index.vector_bucket, settings.index.index)
-    rows = pq.read_table(path, filesystem=store.filesystem).to_pylist()
+    state = StateDataset(store, settings.index.vector_bucket, settings.index.index)
+    rows = [row for batch in state.batches() for row in batch.to_pylist()]
     return {row["item_id"]: (row["status"], tuple(row["keys"])) for row in rows}
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from tasks.plan.stage import planned_run
 from tasks.records import Item
 from tasks.settings import NovaflowSettings
-from tasks.state import StateEntry, write_state
+from tasks.state.dataset import StateDataset, StateEntry, entries_table
 from tasks.store import CheckpointStore
 
 
@@ -27,8 +27,8 @@ def _plan(tmp_path: Path, run_id: str, partition_record: bool) -> dict[str, int]
     settings = NovaflowSettings(store=str(tmp_path / "store"))
     store = CheckpointStore(settings.store)
     index = settings.index
-    write_state(
-        store, index.vector_bucket, index.index, [_held(settings, "a"), _held(settings, "b")]
+    StateDataset(store, index.vector_bucket, index.index).replaced(
+        entries_table([_held(settings, "a"), _held(settings, "b")]), run_id="earlier"
     )
     if partition_record:
         store.write_text(store.partition_record_path(run_id), "{}")
