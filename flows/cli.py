@@ -20,7 +20,10 @@ DEFAULT_WORKDIR = Path(".novaflow")
 
 def _add_source_arguments(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--manifest", help="JSONL, CSV or Parquet manifest (local or s3://)")
+    source.add_argument(
+        "--manifest",
+        help="JSONL, CSV or Parquet manifest, or an S3 Inventory manifest.json (local or s3://)",
+    )
     source.add_argument("--corpus", help="a directory or s3:// prefix to crawl")
     parser.add_argument("--root", help="local paths must stay under this directory")
     parser.add_argument(

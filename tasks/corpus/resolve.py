@@ -40,8 +40,10 @@ from urllib.parse import unquote, urlsplit
 from botocore.client import BaseClient
 
 from tasks import aws_clients
+from tasks.corpus import manifest as corpus_manifest
+from tasks.corpus.inventory import inventory_rows, is_inventory_manifest, read_inventory_manifest
 from tasks.corpus.local import LocalFile, LocalRoot, crawled_local_paths, local_file, local_item
-from tasks.corpus.manifest import ManifestRow, Rejection, json_type_name, manifest_rows
+from tasks.corpus.manifest import ManifestRow, Rejection, json_type_name
 from tasks.corpus.modality import infer_modality
 from tasks.corpus.s3 import (
     ListedObject,
@@ -73,9 +75,27 @@ _URI_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 _SHOWN_ID_CHARS = 80
 
 
-def manifest_directory(manifest: str) -> str:
+def manifest_rows(
+    manifest: str, s3_client: BaseClient | None = None
+) -> Iterator[ManifestRow | Failure]:
+    """Each row of ``manifest``: see :func:`tasks.corpus.manifest.manifest_rows`. An S3
+    Inventory ``manifest.json`` (see :mod:`tasks.corpus.inventory`) gives the rows a crawl of
+    its whole source bucket would, read through ``s3_client`` (default
+    :func:`tasks.aws_clients.s3_client`)."""
+    if is_inventory_manifest(manifest):
+        client = s3_client or aws_clients.s3_client()
+        return inventory_rows(read_inventory_manifest(manifest, client), client)
+    return corpus_manifest.manifest_rows(manifest)
+
+
+def manifest_directory(manifest: str, s3_client: BaseClient | None = None) -> str:
     """The directory (local) or prefix (``s3://…/``) a manifest sits in: the corpus root to pass
-    to :func:`resolved_items` when none is declared, so relative paths are read from there."""
+    to :func:`resolved_items` when none is declared, so relative paths are read from there.
+    For an S3 Inventory ``manifest.json`` it is ``s3://<source bucket>/`` (which reads the
+    manifest, through ``s3_client``)."""
+    if is_inventory_manifest(manifest):
+        client = s3_client or aws_clients.s3_client()
+        return read_inventory_manifest(manifest, client).source_root
     if "://" in manifest:
         return manifest.rsplit("/", 1)[0] + "/"
     return os.path.dirname(os.path.abspath(manifest))

@@ -172,10 +172,7 @@ def crawled_s3_rows(root: S3Prefix, client: BaseClient) -> Iterator[ListedObject
     for page in paginator.paginate(Bucket=root.bucket, Prefix=root.prefix):
         for listed in page.get("Contents", []):
             key: str = listed["Key"]
-            relative = key[len(root.prefix) :]
-            if not relative or key.endswith("/"):
-                continue
-            if any(part.startswith(".") for part in relative.split("/")):
+            if not crawls_key(root, key):
                 continue
             position += 1
             yield ListedObject(
@@ -184,6 +181,17 @@ def crawled_s3_rows(root: S3Prefix, client: BaseClient) -> Iterator[ListedObject
                 etag=listed["ETag"],
                 size_bytes=listed["Size"],
             )
+
+
+def crawls_key(root: S3Prefix, key: str) -> bool:
+    """Whether a crawl of ``root`` takes the object ``key`` (in ``root.bucket``) into the corpus:
+    it lies under the prefix, is not a folder marker (a key ending in "/") and is not hidden (no
+    path part after the prefix starts with "."). Anything else that lists a bucket (an S3
+    Inventory report) applies the same rule, so it yields the items a crawl would."""
+    if not key.startswith(root.prefix) or key.endswith("/"):
+        return False
+    relative = key[len(root.prefix) :]
+    return bool(relative) and not any(part.startswith(".") for part in relative.split("/"))
 
 
 def _access_rejection(error: ClientError, obj: S3Object, client: BaseClient) -> Rejection:

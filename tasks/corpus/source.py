@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from botocore.client import BaseClient
 
+from tasks.corpus.inventory import inventory_rows, is_inventory_manifest, read_inventory_manifest
 from tasks.corpus.resolve import crawled_rows, manifest_directory, manifest_rows, resolved_items
 from tasks.records import Failure, Item
 
@@ -15,8 +16,12 @@ from tasks.records import Failure, Item
 class CorpusSource:
     """Where the corpus comes from: a manifest file, or a directory / ``s3://`` prefix to crawl.
 
-    ``root`` bounds local paths (a manifest's relative paths are relative to it); it defaults
-    to the manifest's directory or the crawled directory.
+    A manifest whose name ends in ``.json`` is an S3 Inventory report's ``manifest.json``
+    (``s3://…`` or a local path; see :mod:`tasks.corpus.inventory`), read as a crawl of its
+    source bucket. ``root`` bounds local paths (a manifest's relative paths are relative to
+    it); it defaults to the manifest's directory or the crawled directory, and for an inventory
+    to ``s3://<source bucket>/`` (a root under it, ``s3://<source bucket>/docs/``, keeps only
+    the objects under that prefix, as a crawl of it would).
     """
 
     manifest: str | None = None
@@ -25,7 +30,9 @@ class CorpusSource:
 
     @property
     def reads_s3(self) -> bool:
-        """Whether the manifest or the crawled prefix is on S3."""
+        """Whether the manifest or the crawled prefix is on S3 (an S3 Inventory always is)."""
+        if self.manifest is not None and is_inventory_manifest(self.manifest):
+            return True
         return any((value or "").startswith("s3://") for value in (self.manifest, self.corpus))
 
     def __post_init__(self) -> None:
@@ -35,9 +42,17 @@ class CorpusSource:
 
 def corpus_items(source: CorpusSource, s3: BaseClient) -> Iterator[Item | Failure]:
     """The corpus's items, streamed as they resolve, and a failure for each row that does not
-    resolve (with the reason a person can act on)."""
+    resolve (with the reason a person can act on).
+
+    An S3 Inventory's ``manifest.json`` is read (and checked) when this is called; its data
+    files as the items are asked for. Raises what :func:`tasks.corpus.inventory.inventory_rows`
+    raises for a report that cannot be read as a whole."""
     client = s3
-    if source.manifest is not None:
+    if source.manifest is not None and is_inventory_manifest(source.manifest):
+        inventory = read_inventory_manifest(source.manifest, client)
+        root = source.root or inventory.source_root
+        rows = inventory_rows(inventory, client, root)
+    elif source.manifest is not None:
         rows = manifest_rows(source.manifest)
         root = source.root or manifest_directory(source.manifest)
     else:
