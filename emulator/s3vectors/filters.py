@@ -54,10 +54,6 @@ MAX_METADATA_BYTES = 40 * 1024
 MAX_FILTERABLE_METADATA_BYTES = 2 * 1024
 MAX_NON_FILTERABLE_KEYS = 10
 MAX_ENHANCED_FILTER_CONSTRAINTS = 100
-FULL_TEXT_NOT_IMPLEMENTED = (
-    "Full-text search (queryTexts, textSearchConfigurations) is not implemented by the local "
-    "S3 Vectors stand-in"
-)
 
 _MISSING = object()
 _ELEMENT_OPERATORS = frozenset(
@@ -149,12 +145,10 @@ def stored_metadata(
 
 def declared_non_filterable_keys(configuration: Mapping[str, Any] | None) -> tuple[str, ...]:
     """The ``nonFilterableMetadataKeys`` of a CreateIndex ``metadataConfiguration``: 1-10
-    distinct keys of 1-63 characters when given. Non-empty ``textSearchConfigurations`` are
-    refused: the stand-in has no full-text search."""
+    distinct keys of 1-63 characters when given. (``text_rules`` reads its
+    ``textSearchConfigurations``.)"""
     if configuration is None:
         return ()
-    if configuration.get("textSearchConfigurations"):
-        raise s3vectors_validation(FULL_TEXT_NOT_IMPLEMENTED, "metadataConfiguration")
     keys = configuration.get("nonFilterableMetadataKeys")
     if keys is None:
         return ()

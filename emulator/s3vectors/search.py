@@ -7,9 +7,11 @@ Distances (⚠ AWS does not publish the formulas, ``aws-apis.md`` §2.8/§4.11);
 - ``euclidean``: the plain L2 distance ‖q − x‖, not squared.
 
 Paging (⚠): a ``nextToken`` is an offset into the ranked top ``topK``, which each page recomputes;
-it is bound to the index, queryVector, topK, filter and queryMode (any other query with it is a
-ValidationException) and does not expire. Writes between pages may shift results, as on AWS.
-``queryTexts`` (full-text search) is answered with a ValidationException: not implemented here.
+it is bound to the index, queryVector, queryTexts, topK, filter and queryMode (any other query
+with it is a ValidationException) and does not expire. Writes between pages may shift results,
+as on AWS. With ``queryTexts`` the query is full-text only (no ``queryVector``) or hybrid: their
+rules are in ``text_rules``, their ranking in ``text_search``; ``returnDistance`` adds a distance
+only to results that matched the vector search.
 
 Results are sorted by ascending distance, ties by key. Candidates are ranked with one float32
 matrix product; the distances reported are then recomputed in float64 for the short list.
@@ -39,12 +41,18 @@ from typing import Any, Literal
 import numpy as np
 
 from emulator.s3vectors.filters import (
-    FULL_TEXT_NOT_IMPLEMENTED,
     MAX_ENHANCED_FILTER_CONSTRAINTS,
     MetadataFilter,
     parse_filter,
 )
 from emulator.s3vectors.store import IndexRecord, VectorRecord
+from emulator.s3vectors.text_rules import query_texts
+from emulator.s3vectors.text_search import (
+    Hit,
+    full_text_hits,
+    hybrid_hits,
+    text_matches,
+)
 from emulator.s3vectors.validation import (
     INDEX_MODES,
     RequestMembers,
@@ -66,18 +74,22 @@ KMEANS_ITERATIONS = 12
 class SearchSettings:
     """How QueryVectors searches: ``exact`` brute force, or ``approximate`` inverted-file search
     with ``partitions`` k-means lists of which the ``probe`` nearest are scanned (``seed`` seeds
-    the clustering)."""
+    the clustering). A text search configuration added to an index stays BUILDING for the next
+    ``text_backfill_reads`` GetIndex or QueryVectors calls on that index (0: ACTIVE at once)."""
 
     mode: Literal["exact", "approximate"] = "exact"
     partitions: int = 16
     probe: int = 2
     seed: int = 0
+    text_backfill_reads: int = 1
 
     def __post_init__(self) -> None:
         if self.mode not in ("exact", "approximate"):
             raise ValueError(f"search mode must be 'exact' or 'approximate', not {self.mode!r}")
         if self.partitions < 1 or self.probe < 1:
             raise ValueError("partitions and probe must be at least 1")
+        if self.text_backfill_reads < 0:
+            raise ValueError("text_backfill_reads must not be negative")
 
 
 @dataclass(frozen=True)
@@ -101,7 +113,8 @@ class Partitioning:
 class IndexMatrix:
     """The vectors of one index in memory: row ``i`` of ``rows`` is the vector put under
     ``keys[i]``, ``norms[i]`` its L2 norm, ``metadata[i]`` its metadata and ``partition_of[i]``
-    its inverted-file list (-1 until assigned). Deleting a row moves the last row into its place."""
+    its inverted-file list (-1 until assigned). Deleting a row moves the last row into its place.
+    ``text_indexes`` caches the BM25 index of each searchable key until the next change."""
 
     def __init__(self, dimension: int, records: Iterable[VectorRecord] = ()) -> None:
         self.dimension = dimension
@@ -109,6 +122,7 @@ class IndexMatrix:
         self.metadata: list[Mapping[str, Any]] = []
         self.row_of: dict[str, int] = {}
         self.partitioning: Partitioning | None = None
+        self.text_indexes: dict[tuple[str, str | None], object] = {}
         self._rows = np.empty((0, dimension), dtype=np.float32)
         self._norms = np.empty(0, dtype=np.float32)
         self._partition_of = np.empty(0, dtype=np.int32)
@@ -143,6 +157,7 @@ class IndexMatrix:
 
     def upsert(self, records: Sequence[VectorRecord]) -> None:
         """Hold ``records``, replacing any vector with the same key."""
+        self.text_indexes.clear()
         self._reserve(self.count + len(records))
         for record in records:
             row = self.row_of.get(record.key)
@@ -159,6 +174,7 @@ class IndexMatrix:
 
     def remove(self, keys: Iterable[str]) -> None:
         """Drop the vectors stored under ``keys``; absent keys are ignored."""
+        self.text_indexes.clear()
         for key in keys:
             row = self.row_of.pop(key, None)
             if row is None:
@@ -193,17 +209,27 @@ def query_vectors(
     members: RequestMembers, index: IndexRecord, matrix: IndexMatrix, settings: SearchSettings
 ) -> dict[str, Any]:
     """The QueryVectors response for ``members`` on ``index``: one page of at most 100
-    ``vectors`` (key, and distance / metadata when asked) nearest first, ``distanceMetric``, and
-    a ``nextToken`` while more of the ``topK`` results remain."""
+    ``vectors`` best first (nearest for a vector-only query, by BM25 for a full-text-only one,
+    by RRF for a hybrid one), each with its key and, when asked and applicable, distance,
+    ``scores`` and metadata; ``distanceMetric``; and a ``nextToken`` while more of the ``topK``
+    results remain."""
     top_k = members.required_integer("topK", 1, MAX_TOP_K)
-    if members.present("queryTexts"):
-        raise invalid(FULL_TEXT_NOT_IMPLEMENTED, "queryTexts")
-    if not members.present("queryVector"):
-        raise invalid("queryVector is required", "queryVector")
+    texts = query_texts(members, index)
     metric = index.distance_metric
-    query = vector_data(
-        members.raw("queryVector"), index.dimension, metric, "Invalid query vector", "queryVector"
-    )
+    query = None
+    if members.present("queryVector"):
+        query = vector_data(
+            members.raw("queryVector"),
+            index.dimension,
+            metric,
+            "Invalid query vector",
+            "queryVector",
+        )
+    elif not texts:
+        raise invalid(
+            "queryVector is required: a request must include queryVector, queryTexts, or both",
+            "queryVector",
+        )
     query_mode = members.choice("queryMode", INDEX_MODES)
     if query_mode == "CLASSIC" and index.index_mode == "ENHANCED":
         raise invalid("queryMode CLASSIC cannot be used on an ENHANCED index", "queryMode")
@@ -218,37 +244,54 @@ def query_vectors(
             max_constraints=MAX_ENHANCED_FILTER_CONSTRAINTS if enhanced else None,
         )
     with_metadata, with_distance = members.flag("returnMetadata"), members.flag("returnDistance")
-    members.flag("returnScores")  # type-checked only: vector-only results carry no scores
+    with_scores = members.flag("returnScores")
     # What must repeat for a nextToken to continue the same ranked list.
-    same_query = [index.id, query.tobytes().hex(), top_k, filter_document, query_mode]
+    same_query = [
+        index.id,
+        None if query is None else query.tobytes().hex(),
+        [[text.metadata_key, text.text] for text in texts],
+        top_k,
+        filter_document,
+        query_mode,
+    ]
     fingerprint = hashlib.sha256(json.dumps(same_query, sort_keys=True).encode()).hexdigest()
     state = page_state(members, "QueryVectors") or {"query": fingerprint, "offset": 0}
     offset = state.get("offset")
     if state.get("query") != fingerprint or not isinstance(offset, int):
         raise invalid(
-            "nextToken belongs to another query: repeat the same queryVector, topK, filter and "
-            "queryMode with it",
+            "nextToken belongs to another query: repeat the same queryVector, queryTexts, topK, "
+            "filter and queryMode with it",
             "nextToken",
         )
-    neighbours = nearest_neighbours(
-        matrix,
-        query,
-        metric=metric,
-        top_k=top_k,
-        metadata_filter=metadata_filter,
-        prefilter=enhanced,
-        settings=settings,
-    )
-    vectors = []
-    for neighbour in neighbours[offset : offset + QUERY_PAGE_SIZE]:
-        vector: dict[str, Any] = {"key": neighbour.key}
-        if with_distance:
-            vector["distance"] = neighbour.distance
-        if with_metadata:
-            vector["metadata"] = dict(neighbour.metadata)
-        vectors.append(vector)
+    nearest: list[Neighbour] = []
+    if query is not None:
+        nearest = nearest_neighbours(
+            matrix,
+            query,
+            metric=metric,
+            top_k=top_k,
+            metadata_filter=metadata_filter,
+            prefilter=enhanced,
+            settings=settings,
+        )
+    matches = [text_matches(matrix, text, metadata_filter) for text in texts]
+    if not texts:
+        hits = [Hit(n.key, n.metadata, distance=n.distance) for n in nearest]
+    elif query is None:
+        hits = full_text_hits(matrix, matches, top_k)
+    else:
+        hits = hybrid_hits(matrix, [(n.key, n.distance) for n in nearest], matches, top_k)
+    vectors = [
+        hit.to_document(
+            with_distance=with_distance,
+            with_metadata=with_metadata,
+            with_scores=with_scores,
+            full_text=bool(texts),
+        )
+        for hit in hits[offset : offset + QUERY_PAGE_SIZE]
+    ]
     output: dict[str, Any] = {"vectors": vectors, "distanceMetric": metric}
-    if offset + QUERY_PAGE_SIZE < len(neighbours):
+    if offset + QUERY_PAGE_SIZE < len(hits):
         next_state = {"query": fingerprint, "offset": offset + QUERY_PAGE_SIZE}
         output["nextToken"] = page_token("QueryVectors", next_state)
     return output

@@ -8,8 +8,10 @@ operations, so a read sees every write that returned before it (S3 Vectors is st
 consistent).
 
 Every bucket here counts as created after 2026-09-30: its ``defaultIndexMode`` starts ENHANCED and
-UpdateIndexMode to CLASSIC is refused. Full-text search is **not implemented**: ``queryTexts`` and
-non-empty ``textSearchConfigurations`` get a ValidationException saying so.
+UpdateIndexMode to CLASSIC is refused. Text search configurations (CreateIndex,
+UpdateMetadataConfiguration) and ``queryTexts`` follow ``text_rules``: a configuration added to
+an index reports BUILDING to the next ``SearchSettings.text_backfill_reads`` GetIndex or
+QueryVectors calls on it, then ACTIVE. Full-text and hybrid ranking is in ``text_search``.
 
 Choices where the documentation is silent (⚠):
 
@@ -42,8 +44,9 @@ from pathlib import Path
 from typing import Any
 
 from emulator.errors import ServiceError, s3vectors_error
+from emulator.s3vectors import text_rules
 from emulator.s3vectors import validation as check
-from emulator.s3vectors.filters import FULL_TEXT_NOT_IMPLEMENTED, declared_non_filterable_keys
+from emulator.s3vectors.filters import declared_non_filterable_keys
 from emulator.s3vectors.search import IndexMatrix, SearchSettings, query_vectors
 from emulator.s3vectors.store import BucketRecord, Encryption, IndexRecord, VectorStore
 from emulator.s3vectors.validation import RequestMembers, invalid
@@ -274,11 +277,15 @@ class S3VectorsService:
         members.required_choice("dataType", check.DATA_TYPES)
         dimension = members.required_integer("dimension", 1, check.MAX_DIMENSION)
         metric = members.required_choice("distanceMetric", check.DISTANCE_METRICS)
-        non_filterable = declared_non_filterable_keys(members.document("metadataConfiguration"))
+        metadata_configuration = members.document("metadataConfiguration")
+        non_filterable = declared_non_filterable_keys(metadata_configuration)
         encryption = check.encryption(members.document("encryptionConfiguration"))
         tags = check.tags(members.raw("tags"))
         check.tag_count(tags)
         bucket = self._existing_bucket(bucket_name)
+        text_search = text_rules.declared_text_search(
+            metadata_configuration, bucket.default_index_mode
+        )
         if self._store.index(bucket.name, name) is not None:
             message = f"Index '{name}' already exists in '{bucket.name}'"
             raise s3vectors_error("ConflictException", message)
@@ -297,11 +304,20 @@ class S3VectorsService:
             non_filterable_keys=non_filterable,
             encryption=encryption or bucket.encryption,
             index_mode=bucket.default_index_mode,
+            text_search=text_search,
         )
         return {"indexArn": self._store.insert_index(index, tags).arn}
 
     def _get_index(self, request: _Request) -> dict[str, Any]:
-        return {"index": self._index(request.members).to_document()}
+        index = self._index(request.members)
+        self._count_read(index)
+        return {"index": index.to_document()}
+
+    def _count_read(self, index: IndexRecord) -> None:
+        """Let one more read pass for the index's BUILDING text search configurations."""
+        advanced = text_rules.after_read(index.text_search)
+        if advanced is not None:
+            self._store.set_text_search(index, advanced)
 
     def _list_indexes(self, request: _Request) -> dict[str, Any]:
         members = request.members
@@ -336,15 +352,12 @@ class S3VectorsService:
         return {}
 
     def _update_metadata_configuration(self, request: _Request) -> dict[str, Any]:
+        update = text_rules.metadata_update(request.members)
         index = self._index(request.members)
-        add, delete = request.members.document("add"), request.members.document("delete")
-        if (add is None) == (delete is None):
-            raise invalid("Specify either add or delete, but not both")
-        if index.index_mode != "ENHANCED":
-            raise invalid(f"Index '{index.name}' must be in ENHANCED mode")
-        if add is not None and not RequestMembers(add).array("textSearchConfigurations", 0, 10):
-            return {"indexArn": index.arn}
-        raise invalid(FULL_TEXT_NOT_IMPLEMENTED)
+        configs = text_rules.updated_text_search(index, update, self._search.text_backfill_reads)
+        if configs != index.text_search:
+            self._store.set_text_search(index, configs)
+        return {"indexArn": index.arn}
 
     # Tags
 
@@ -444,4 +457,7 @@ class S3VectorsService:
 
     def _query_vectors(self, request: _Request) -> dict[str, Any]:
         index = self._index(request.members)
-        return query_vectors(request.members, index, self._matrix(index), self._search)
+        try:
+            return query_vectors(request.members, index, self._matrix(index), self._search)
+        finally:
+            self._count_read(index)

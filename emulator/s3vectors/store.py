@@ -8,7 +8,8 @@ caches of the database and would go stale if another process wrote to it.
 
 Vectors are kept in put order (a vector overwritten by a later put keeps its place), which is
 the order ListVectors pages through. The in-memory matrices that queries use are built from
-``load_vectors`` by the search module.
+``load_vectors`` by the search module. An index's text search configurations are one JSON
+column; a database written before that column existed gains it, empty, when opened.
 
 The store checks nothing: callers validate requests first. It is not thread-safe on its own; the
 service serialises calls to it.
@@ -38,6 +39,7 @@ CREATE TABLE IF NOT EXISTS indexes (
     arn TEXT NOT NULL, creation_time REAL NOT NULL, data_type TEXT NOT NULL,
     dimension INTEGER NOT NULL, distance_metric TEXT NOT NULL, non_filterable_keys TEXT NOT NULL,
     sse_type TEXT NOT NULL, kms_key_arn TEXT, index_mode TEXT NOT NULL,
+    text_search TEXT NOT NULL DEFAULT '[]',
     UNIQUE (bucket_name, name)
 );
 CREATE TABLE IF NOT EXISTS vectors (
@@ -65,6 +67,39 @@ class Encryption:
         if self.kms_key_arn is not None:
             document["kmsKeyArn"] = self.kms_key_arn
         return document
+
+
+@dataclasses.dataclass(frozen=True)
+class TextSearchConfig:
+    """One full-text searchable metadata key of an index: ``language`` is None for the standard
+    analyzer; ``status`` is ``ACTIVE`` or ``BUILDING``, and a BUILDING configuration turns ACTIVE
+    once ``reads_left`` more reads of the index have reported it (see ``text_rules``)."""
+
+    metadata_key: str
+    language: str | None
+    status: str
+    reads_left: int = 0
+
+    def to_document(self) -> dict[str, str]:
+        """The configuration as GetIndex returns it (``language`` only when one was set)."""
+        document = {"metadataKey": self.metadata_key, "status": self.status}
+        if self.language is not None:
+            document["language"] = self.language
+        return document
+
+    def to_json(self) -> dict[str, Any]:
+        """What the store keeps: the GetIndex document plus the reads left before ACTIVE."""
+        return {**self.to_document(), "readsLeft": self.reads_left}
+
+    @classmethod
+    def from_json(cls, document: Mapping[str, Any]) -> TextSearchConfig:
+        """The configuration ``to_json`` wrote."""
+        return cls(
+            document["metadataKey"],
+            document.get("language"),
+            document["status"],
+            document.get("readsLeft", 0),
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,6 +144,7 @@ class IndexRecord:
     non_filterable_keys: tuple[str, ...]
     encryption: Encryption
     index_mode: str
+    text_search: tuple[TextSearchConfig, ...] = ()
 
     def to_summary(self) -> dict[str, Any]:
         """The index as one entry of ListIndexes."""
@@ -120,7 +156,8 @@ class IndexRecord:
         }
 
     def to_document(self) -> dict[str, Any]:
-        """The ``index`` member of GetIndex; ``metadataConfiguration`` only when one was given."""
+        """The ``index`` member of GetIndex; ``metadataConfiguration`` only when the index has
+        non-filterable keys or text search configurations, each member only when non-empty."""
         document = {
             **self.to_summary(),
             "dataType": self.data_type,
@@ -129,10 +166,15 @@ class IndexRecord:
             "encryptionConfiguration": self.encryption.to_document(),
             "indexMode": self.index_mode,
         }
+        configuration: dict[str, Any] = {}
         if self.non_filterable_keys:
-            document["metadataConfiguration"] = {
-                "nonFilterableMetadataKeys": list(self.non_filterable_keys)
-            }
+            configuration["nonFilterableMetadataKeys"] = list(self.non_filterable_keys)
+        if self.text_search:
+            configuration["textSearchConfigurations"] = [
+                config.to_document() for config in self.text_search
+            ]
+        if configuration:
+            document["metadataConfiguration"] = configuration
         return document
 
 
@@ -179,6 +221,12 @@ class VectorStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(indexes)")}
+        if "text_search" not in columns:
+            with self._db:
+                self._db.execute(
+                    "ALTER TABLE indexes ADD COLUMN text_search TEXT NOT NULL DEFAULT '[]'"
+                )
 
     def close(self) -> None:
         """Release the database; the store cannot be used afterwards."""
@@ -256,8 +304,8 @@ class VectorStore:
         with self._db:
             cursor = self._db.execute(
                 "INSERT INTO indexes (bucket_name, name, arn, creation_time, data_type, dimension,"
-                " distance_metric, non_filterable_keys, sse_type, kms_key_arn, index_mode)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " distance_metric, non_filterable_keys, sse_type, kms_key_arn, index_mode,"
+                " text_search) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     index.bucket_name,
                     index.name,
@@ -270,6 +318,7 @@ class VectorStore:
                     index.encryption.sse_type,
                     index.encryption.kms_key_arn,
                     index.index_mode,
+                    _text_search_json(index.text_search),
                 ),
             )
             self._write_tags(index.arn, tags)
@@ -311,6 +360,14 @@ class VectorStore:
         """Change the mode of an existing index."""
         with self._db:
             self._db.execute("UPDATE indexes SET index_mode = ? WHERE id = ?", (mode, index.id))
+
+    def set_text_search(self, index: IndexRecord, configs: Sequence[TextSearchConfig]) -> None:
+        """Replace the text search configurations of an existing index."""
+        with self._db:
+            self._db.execute(
+                "UPDATE indexes SET text_search = ? WHERE id = ?",
+                (_text_search_json(configs), index.id),
+            )
 
     # Tags
 
@@ -396,8 +453,12 @@ class VectorStore:
 
 _INDEX_COLUMNS = (
     "id, bucket_name, name, arn, creation_time, data_type, dimension, distance_metric,"
-    " non_filterable_keys, sse_type, kms_key_arn, index_mode"
+    " non_filterable_keys, sse_type, kms_key_arn, index_mode, text_search"
 )
+
+
+def _text_search_json(configs: Sequence[TextSearchConfig]) -> str:
+    return _compact_json([config.to_json() for config in configs])
 
 
 def _bucket_from_row(row: Sequence[Any]) -> BucketRecord:
@@ -409,7 +470,10 @@ def _bucket_from_row(row: Sequence[Any]) -> BucketRecord:
 
 def _index_from_row(row: Sequence[Any]) -> IndexRecord:
     non_filterable_keys = tuple(json.loads(row[8]))
-    return IndexRecord(*row[:8], non_filterable_keys, Encryption(row[9], row[10]), row[11])
+    text_search = tuple(TextSearchConfig.from_json(config) for config in json.loads(row[12]))
+    return IndexRecord(
+        *row[:8], non_filterable_keys, Encryption(row[9], row[10]), row[11], text_search
+    )
 
 
 def _vector_from_row(row: Sequence[Any]) -> VectorRecord:

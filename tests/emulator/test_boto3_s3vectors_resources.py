@@ -205,21 +205,22 @@ def test_default_index_mode_and_update_index_mode(s3vectors: BaseClient) -> None
     assert s3vectors.get_index(indexArn=enhanced.arn)["index"]["indexMode"] == "ENHANCED"
 
 
-def test_full_text_search_is_refused_as_not_implemented(s3vectors: BaseClient) -> None:
+def test_full_text_search_needs_a_text_search_configuration(s3vectors: BaseClient) -> None:
+    # Full-text search itself is tested in test_s3vectors_text_search and its siblings.
     bucket = unique_name("fulltext")
     s3vectors.create_vector_bucket(vectorBucketName=bucket)
     index = create_index(s3vectors, bucket, "texts")
     with pytest.raises(s3vectors.exceptions.ValidationException) as caught:
-        s3vectors.update_metadata_configuration(
-            indexArn=index.arn,
-            add={"textSearchConfigurations": [{"metadataKey": "body", "language": "en"}]},
-        )
-    assert_service_error(caught.value, "ValidationException", 400, "is not implemented")
-    with pytest.raises(s3vectors.exceptions.ValidationException) as caught:
         s3vectors.query_vectors(
             indexArn=index.arn, topK=3, queryTexts=[{"text": "jazz", "metadataKey": "body"}]
         )
-    assert_service_error(caught.value, "ValidationException", 400, "is not implemented")
+    assert_service_error(caught.value, "ValidationException", 400, "is not full-text searchable")
+    s3vectors.update_metadata_configuration(
+        indexArn=index.arn,
+        add={"textSearchConfigurations": [{"metadataKey": "body", "language": "en"}]},
+    )
+    configuration = s3vectors.get_index(indexArn=index.arn)["index"]["metadataConfiguration"]
+    assert configuration["textSearchConfigurations"][0]["metadataKey"] == "body"
 
 
 # Paginators

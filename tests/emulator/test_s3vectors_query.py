@@ -313,7 +313,7 @@ def test_a_hundred_constraints_are_accepted(service: S3VectorsService) -> None:
             {"queryTexts": [{"text": "cats", "metadataKey": "text"}]},
             "ValidationException",
             400,
-            "Full-text search (queryTexts, textSearchConfigurations) is not implemented",
+            "Metadata key 'text' is not full-text searchable",
         ),
         ({"queryMode": "FAST"}, "ValidationException", 400, "queryMode must be one of"),
         (
