@@ -116,6 +116,13 @@ def _parser() -> argparse.ArgumentParser:
     search.add_argument("--file", type=Path, help="an image, audio or video file to search with")
     search.add_argument("--top-k", type=int, default=5)
     search.add_argument("--filter", help='metadata filter as JSON, e.g. \'{"modality": "pdf"}\'')
+    search.add_argument(
+        "--mode",
+        choices=("vector", "text", "hybrid"),
+        default="vector",
+        help="vector: nearest embeddings (default); text: full-text (BM25) over the searchable "
+        "text; hybrid: both, fused by the index (needs searchable text on, see the README)",
+    )
     _add_target_arguments(search)
     demo = commands.add_parser(
         "demo", help="generate a small mixed corpus and run the whole job on the local stand-in"
@@ -260,19 +267,28 @@ def command_plan(args: argparse.Namespace) -> int:
 
 def command_search(args: argparse.Namespace) -> int:
     """``novaflow search``: the nearest units to a text or file, with where they come from."""
-    from tasks.index.search import search_index
+    from tasks.index.search import TextSearchUnavailableError, search_index
 
     if (args.query is None) == (args.file is None):
         print("novaflow search: give a text query or --file, not both", file=sys.stderr)
         return 2
+    if args.mode != "vector" and args.query is None:
+        print(f"novaflow search: --mode {args.mode} searches a text query", file=sys.stderr)
+        return 2
     settings = _settings(args)
     metadata_filter = json.loads(args.filter) if args.filter else None
     with backend_environment(settings.backend, Path(settings.store)):
-        hits = search_index(settings, args.query, args.file, args.top_k, metadata_filter)
+        try:
+            hits = search_index(
+                settings, args.query, args.file, args.top_k, metadata_filter, mode=args.mode
+            )
+        except TextSearchUnavailableError as err:
+            print(f"novaflow search: {err}", file=sys.stderr)
+            return 2
     if not hits:
         print("no results (is the index empty? run `novaflow demo` or `novaflow run` first)")
     for rank, hit in enumerate(hits, start=1):
-        print(f"{rank:>3}. {hit.distance:.4f}  {hit.key}  {hit.where}")
+        print(f"{rank:>3}. {hit.shown_score}  {hit.key}  {hit.where}")
     return 0
 
 

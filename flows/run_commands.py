@@ -147,12 +147,17 @@ def command_demo(args: argparse.Namespace) -> int:
     store = str(workdir / "store")
     settings = NovaflowSettings()
     evaluation = settings.evaluation.model_copy(update={"qrels": str(corpus.qrels)})
+    # The demo stores searchable text, so its evaluation compares vector, text and hybrid search.
+    index = settings.index.model_copy(update={"searchable_text": True})
     settings = settings.model_copy(
-        update={"store": store, "backend": "local", "evaluation": evaluation}
+        update={"store": store, "backend": "local", "evaluation": evaluation, "index": index}
     )
     source = CorpusSource(manifest=str(corpus.manifest), root=str(corpus.root))
     status = run_job(settings, source)
     print(f'search it: novaflow search "sourdough baking" --store {workdir / "store"}')
+    print(
+        f'           novaflow search "sourdough baking" --mode hybrid --store {workdir / "store"}'
+    )
     print(
         f'           novaflow search "bouncing square" --store {workdir / "store"} '
         """--filter '{"item_id": "video/talk-long"}'   (segments of the long video)"""

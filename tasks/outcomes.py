@@ -98,3 +98,5 @@ class LoadOutcome:
     put_batches: int
     keys_deleted: int
     metadata_warnings: tuple[str, ...]
+    texts_attached: int = 0  # vectors written with their searchable text
+    texts_truncated: int = 0  # of those, texts cut to fit the metadata limits

@@ -135,5 +135,6 @@ def write_evaluation_report(
         report,
         labeled.trec_run if labeled else None,
         labeled.trec_qrels if labeled else None,
+        trec_files=labeled.trec_files if labeled else None,
     )
     return report, html

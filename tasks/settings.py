@@ -199,6 +199,14 @@ class IndexSettings(_Frozen):
     index: str = "corpus"
     metric: Literal["cosine", "euclidean"] = "cosine"
     non_filterable_keys: tuple[str, ...] = ("source_uri",)
+    searchable_text: bool = Field(
+        False,
+        description="store each text chunk's and PDF page's text in a full-text searchable "
+        "metadata key (ENHANCED indexes), for `search --mode text|hybrid` and the evaluation",
+    )
+    text_language: Literal["en", "fr", "es", "pt", "it", "de", "nl", "zh", "ja", "ko"] = Field(
+        "en", description="the analyzer of the searchable text"
+    )
 
 
 class EvaluationSettings(_Frozen):

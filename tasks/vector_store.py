@@ -13,11 +13,14 @@ from __future__ import annotations
 import json
 import logging
 import math
+import threading
+import time
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+import orjson  # a dependency of Prefect's: numpy arrays to JSON in C, without Python floats
 from botocore.client import BaseClient
 from botocore.exceptions import ClientError
 
@@ -36,6 +39,12 @@ MAX_FILTERABLE_BYTES = 2 * 1024
 MAX_METADATA_BYTES = 40 * 1024
 MAX_VECTOR_KEY_CHARS = 1024
 MAX_TOP_K = 10_000
+SEARCHABLE_TEXT_KEY = "searchable_text"
+"""The metadata key a unit's searchable text is stored under (IndexSettings.searchable_text)."""
+MAX_QUERY_TEXT_CHARS = 1024  # aws-apis.md §2.9: each queryTexts entry holds 1-1,024 characters
+RetrievalMode = Literal["vector", "text", "hybrid"]
+RETRIEVAL_MODES: tuple[RetrievalMode, ...] = ("vector", "text", "hybrid")
+TEXT_SEARCH_WAIT_SECONDS = 600.0
 MAX_WRITE_ATTEMPTS = 8
 MAX_KEPT_WARNINGS = 100
 # Bytes of one float in botocore's JSON (", " separators) after ``_wire_floats``: at most 9
@@ -74,9 +83,10 @@ class PutOutcome:
     rejected: tuple[tuple[str, str], ...]
 
 
-def ensure_index(client: BaseClient, settings: IndexSettings, dimension: int) -> None:
+def ensure_index(client: BaseClient, settings: IndexSettings, dimension: int) -> frozenset[str]:
     """Create the vector bucket and index of ``settings`` if missing (someone else creating
-    them at the same moment is fine), then check the index matches. Raises
+    them at the same moment is fine), then check the index matches and, with searchable text
+    on, that it searches it. Returns the index's non-filterable keys. Raises
     ``IndexMismatchError`` when it has another dimension, metric or non-filterable keys."""
     bucket, name = settings.vector_bucket, settings.index
     if _absent(lambda: client.get_vector_bucket(vectorBucketName=bucket)):
@@ -89,10 +99,14 @@ def ensure_index(client: BaseClient, settings: IndexSettings, dimension: int) ->
             "dimension": dimension,
             "distanceMetric": settings.metric,
         }
-        if settings.non_filterable_keys:
-            request["metadataConfiguration"] = {
-                "nonFilterableMetadataKeys": list(settings.non_filterable_keys)
-            }
+        configuration: dict[str, Any] = {}
+        non_filterable = non_filterable_keys(settings)
+        if non_filterable:
+            configuration["nonFilterableMetadataKeys"] = list(non_filterable)
+        if settings.searchable_text:
+            configuration["textSearchConfigurations"] = [_text_search_configuration(settings)]
+        if configuration:
+            request["metadataConfiguration"] = configuration
         _tolerating_conflict(lambda: client.create_index(**request))
         logger.info(
             "created vector index %s/%s (%d-d, %s)", bucket, name, dimension, settings.metric
@@ -104,7 +118,9 @@ def ensure_index(client: BaseClient, settings: IndexSettings, dimension: int) ->
         differences.append(f"dimension {index['dimension']} (wanted {dimension})")
     if index["distanceMetric"] != settings.metric:
         differences.append(f"metric {index['distanceMetric']} (wanted {settings.metric})")
-    if found_keys != set(settings.non_filterable_keys):
+    # An index made before searchable text was turned on keeps its keys: the text is then
+    # filterable metadata and is cut to fit that budget.
+    if found_keys not in (set(settings.non_filterable_keys), set(non_filterable_keys(settings))):
         differences.append(
             f"non-filterable keys {sorted(found_keys)} "
             f"(wanted {sorted(settings.non_filterable_keys)})"
@@ -115,6 +131,9 @@ def ensure_index(client: BaseClient, settings: IndexSettings, dimension: int) ->
             "cannot change these: set a new index name (NOVAFLOW_INDEX__INDEX) to build a "
             "fresh index, or delete this one."
         )
+    if settings.searchable_text:
+        _ensure_text_search(client, settings, index)
+    return frozenset(found_keys)
 
 
 def fitted_metadata(
@@ -194,9 +213,8 @@ def put_vectors(
     def flush() -> None:
         nonlocal batch, batch_bytes
         if batch:
-            entries = list(batch.values())
-            _write(client, pacer, "put_vectors", len(entries), {**where, "vectors": entries})
-            sizes.append(len(entries))
+            _put(client, pacer, where, list(batch.values()))
+            sizes.append(len(batch))
             batch, batch_bytes = {}, 0
 
     for key, vector, metadata in rows:
@@ -210,13 +228,24 @@ def put_vectors(
             if len(warnings) < MAX_KEPT_WARNINGS:
                 warnings.append(f"{key}: {fitted.warning}")
         wire, row_bytes = _wire_floats(np.asarray(vector, dtype=np.float32))
-        # botocore writes JSON with ", " separators and ASCII escapes: measure it that way.
-        row_bytes += len(json.dumps(key)) + len(json.dumps(fitted.metadata)) + 64
+        # JSON as botocore writes it, with ", " separators and ASCII escapes; measured that way.
+        key_json, metadata_json = json.dumps(key), json.dumps(fitted.metadata)
+        row_bytes += len(key_json) + len(metadata_json) + 64
         if key not in batch and (
             len(batch) >= MAX_BATCH_VECTORS or batch_bytes + row_bytes > budget
         ):
             flush()
-        batch[key] = {"key": key, "data": {"float32": wire}, "metadata": fitted.metadata}
+        batch[key] = b"".join(
+            (
+                b'{"key": ',
+                key_json.encode("ascii"),
+                b', "data": {"float32": ',
+                orjson.dumps(wire, option=orjson.OPT_SERIALIZE_NUMPY),
+                b'}, "metadata": ',
+                metadata_json.encode("ascii"),
+                b"}",
+            )
+        )
         batch_bytes += row_bytes
     flush()
     return PutOutcome(
@@ -254,23 +283,37 @@ def delete_vectors(
 def query(
     client: BaseClient,
     settings: IndexSettings,
-    vector: np.ndarray,
+    vector: np.ndarray | None,
     top_k: int,
     metadata_filter: Mapping[str, Any] | None = None,
+    *,
+    text: str | None = None,
 ) -> list[dict[str, Any]]:
-    """The ``top_k`` nearest vectors to ``vector`` (fewer if fewer match ``metadata_filter``),
-    nearest first, as ``{"key", "distance", "metadata"}`` dicts. ``top_k`` over 100 is read
-    page by page with botocore's QueryVectors paginator."""
+    """The ``top_k`` best matches (fewer if fewer match ``metadata_filter``), best first, as
+    ``{"key", "distance", "metadata", "scores"}`` dicts: nearest to ``vector`` alone, BM25 over
+    the searchable text for ``text`` alone, both fused by the service (RRF) for both.
+    ``distance`` is None where the service gives none (a text match the vector search did not
+    find); ``scores`` is the service's ``returnScores`` (None for a vector search). ``text``
+    is cut to the 1,024 characters a query text holds. ``top_k`` over 100 is read page by
+    page with botocore's QueryVectors paginator."""
     if not 1 <= top_k <= MAX_TOP_K:
         raise ValueError(f"top_k must be 1-{MAX_TOP_K}, got {top_k}")
-    wire, _ = _wire_floats(np.asarray(vector, dtype=np.float32))
+    if vector is None and not text:
+        raise ValueError("a query is a vector, a text or both")
     request: dict[str, Any] = {
         **_where(settings),
-        "queryVector": {"float32": wire},
         "topK": top_k,
         "returnMetadata": True,
         "returnDistance": True,
     }
+    if vector is not None:
+        wire, _ = _wire_floats(np.asarray(vector, dtype=np.float32))
+        request["queryVector"] = {"float32": wire.tolist()}
+    if text:
+        request["queryTexts"] = [
+            {"text": text[:MAX_QUERY_TEXT_CHARS], "metadataKey": SEARCHABLE_TEXT_KEY}
+        ]
+        request["returnScores"] = True
     if metadata_filter is not None:
         request["filter"] = dict(metadata_filter)
     results = []
@@ -281,9 +324,73 @@ def query(
                     "key": found["key"],
                     "distance": found.get("distance"),
                     "metadata": found.get("metadata", {}),
+                    "scores": found.get("scores"),
                 }
             )
     return results
+
+
+def text_search_status(client: BaseClient, settings: IndexSettings) -> str | None:
+    """The status of the index's searchable-text configuration (``ACTIVE``: it answers text
+    queries; ``BUILDING``: it is being backfilled), or None when the index has none (or does
+    not exist)."""
+    try:
+        index = client.get_index(**_where(settings))["index"]
+    except ClientError as err:
+        if error_code(err) == "NotFoundException":
+            return None
+        raise
+    return _text_status(index)
+
+
+def non_filterable_keys(settings: IndexSettings) -> tuple[str, ...]:
+    """The non-filterable keys of an index novaflow creates: the configured ones, and the
+    searchable text when it is on (texts run far past the 2 KB of filterable metadata)."""
+    keys = tuple(settings.non_filterable_keys)
+    if settings.searchable_text and SEARCHABLE_TEXT_KEY not in keys:
+        keys += (SEARCHABLE_TEXT_KEY,)
+    return keys
+
+
+def _text_search_configuration(settings: IndexSettings) -> dict[str, str]:
+    return {"metadataKey": SEARCHABLE_TEXT_KEY, "language": settings.text_language}
+
+
+def _text_status(index: Mapping[str, Any]) -> str | None:
+    configurations = index.get("metadataConfiguration", {}).get("textSearchConfigurations", [])
+    for configuration in configurations:
+        if configuration.get("metadataKey") == SEARCHABLE_TEXT_KEY:
+            return str(configuration.get("status", "ACTIVE"))
+    return None
+
+
+def _ensure_text_search(
+    client: BaseClient, settings: IndexSettings, index: Mapping[str, Any]
+) -> None:
+    """Make the searchable text of an existing index full-text searchable, and wait until the
+    service has built it (it answers text queries only once ACTIVE)."""
+    if _text_status(index) is None:
+        if index.get("indexMode", "ENHANCED") != "ENHANCED":
+            raise IndexMismatchError(
+                f"vector index {settings.vector_bucket}/{settings.index} is a CLASSIC index: "
+                "full-text search needs an ENHANCED one (UpdateIndexMode, or a new index)"
+            )
+        _tolerating_conflict(
+            lambda: client.update_metadata_configuration(
+                **_where(settings),
+                add={"textSearchConfigurations": [_text_search_configuration(settings)]},
+            )
+        )
+        logger.info("made %s's searchable text full-text searchable", settings.index)
+    waited, pause = 0.0, 0.5
+    while text_search_status(client, settings) == "BUILDING":
+        if waited > TEXT_SEARCH_WAIT_SECONDS:
+            raise TimeoutError(
+                f"the searchable text of {settings.index} was still being built after "
+                f"{waited:.0f} s; the next run waits again"
+            )
+        time.sleep(pause)
+        waited, pause = waited + pause, min(pause * 2, 15.0)
 
 
 # -- helpers -------------------------------------------------------------------------------
@@ -291,6 +398,56 @@ def query(
 
 def _where(settings: IndexSettings) -> dict[str, str]:
     return {"vectorBucketName": settings.vector_bucket, "indexName": settings.index}
+
+
+class _SerialisedVectors(threading.local):
+    """The ``vectors`` of the PutVectors request this thread is sending, as JSON: set by
+    ``_put`` for the duration of its call, None otherwise."""
+
+    json: bytes | None = None
+
+
+_serialised_vectors = _SerialisedVectors()
+# What botocore validates and serialises in place of the vectors, which ``_put`` serialised.
+_PLACEHOLDER_VECTORS = ({"key": "placeholder", "data": {"float32": [0.0]}},)
+
+
+def _put(client: BaseClient, pacer: Pacer, where: Mapping[str, str], vectors: list[bytes]) -> None:
+    """One PutVectors request of ``vectors`` already serialised, as ``_write`` sends requests.
+
+    botocore would validate and serialise every float of a batch as a Python object, one call
+    each (about 1 ms per 1,024-d vector, most of a load's CPU); the batch goes as JSON made
+    from the numpy arrays instead, put into the body botocore built around a placeholder, so
+    that its signing, retries, endpoint and error handling stay as they are."""
+    client.meta.events.register(
+        "before-call.s3vectors.PutVectors",
+        _with_serialised_vectors,
+        unique_id="novaflow-serialised-vectors",
+    )
+    _serialised_vectors.json = b"[" + b", ".join(vectors) + b"]"
+    try:
+        _write(
+            client, pacer, "put_vectors", len(vectors), {**where, "vectors": _PLACEHOLDER_VECTORS}
+        )
+    finally:
+        _serialised_vectors.json = None
+
+
+def _with_serialised_vectors(params: dict[str, Any], **_: Any) -> None:
+    """botocore's ``before-call`` hook for PutVectors: the request body with this thread's
+    serialised vectors in place of the placeholder's (no change when it has none). Must return
+    None, or botocore would take the value as the response."""
+    vectors = _serialised_vectors.json
+    if vectors is None:
+        return None
+    document = json.loads(params["body"])
+    members = [
+        f"{json.dumps(name)}: {json.dumps(value)}".encode()
+        for name, value in document.items()
+        if name != "vectors"
+    ]
+    params["body"] = b"{" + b", ".join([*members, b'"vectors": ' + vectors]) + b"}"
+    return None
 
 
 def _write(
@@ -363,13 +520,14 @@ def _vector_problem(key: str, vector: np.ndarray, metric: str) -> str | None:
     return None
 
 
-def _wire_floats(vector: np.ndarray) -> tuple[list[float], int]:
-    """``vector`` as Python floats that print short in JSON, and a bound on their JSON bytes.
+def _wire_floats(vector: np.ndarray) -> tuple[np.ndarray, int]:
+    """``vector`` as float64 values that print short in JSON, and a bound on their JSON bytes.
 
-    A float32 needs 9 significant digits to round-trip exactly, but ``tolist()`` prints its
-    float64 value with up to 17, making requests ~60% larger (a 500 × 3,072 batch would not fit
-    in 20 MiB). Rounding to 9 digits by dividing an integer by an exact power of ten gives the
-    double nearest that decimal, which prints as it and parses back to the same float32.
+    A float32 needs 9 significant digits to round-trip exactly, but its float64 value prints
+    with up to 17, making requests ~60% larger (a 500 × 3,072 batch would not fit in 20 MiB).
+    Rounding to 9 digits by dividing an integer by an exact power of ten gives the double
+    nearest that decimal, which prints as it (shortest round-trip repr, as Python's and
+    orjson's) and parses back to the same float32.
     """
     values = vector.astype(np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -379,7 +537,7 @@ def _wire_floats(vector: np.ndarray) -> tuple[list[float], int]:
     scale = np.power(10.0, np.where(compact, shift, 0.0))
     wire = np.where(compact, np.round(values * scale) / scale, values)
     bound = int(np.where(compact, _COMPACT_FLOAT_BYTES, _RAW_FLOAT_BYTES).sum())
-    return wire.tolist(), bound
+    return wire, bound
 
 
 def _chain(keys: Iterable[str]) -> Iterator[str]:

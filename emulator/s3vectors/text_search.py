@@ -44,6 +44,7 @@ bm25s rebuilds: here a key's index is rebuilt lazily after a write, fine at the 
 
 from __future__ import annotations
 
+import logging
 import re
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
@@ -53,6 +54,9 @@ from typing import TYPE_CHECKING, Any
 import bm25s
 import numpy as np
 import Stemmer
+
+# bm25s logs each index it builds at DEBUG; the stand-in runs inside novaflow's process too.
+logging.getLogger("bm25s").setLevel(logging.WARNING)
 
 if TYPE_CHECKING:
     from emulator.s3vectors.filters import MetadataFilter

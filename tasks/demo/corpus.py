@@ -1,6 +1,6 @@
 """The demo corpus: a small mixed-media corpus and its manifest, generated in code.
 
-Nothing is downloaded. ``generate_demo_corpus`` writes 3 PDFs, 6 images, 5 texts, 2 audio and 2
+Nothing is downloaded. ``generate_demo_corpus`` writes 3 PDFs, 6 images, 10 texts, 2 audio and 2
 video clips that should embed, plus 7 manifest rows that should be quarantined, each for a
 different reason (``BROKEN_ITEMS``). The same seed always gives byte-identical files, so a second
 run over an unchanged corpus finds nothing to re-embed; ``change_demo_corpus`` then makes the
@@ -23,6 +23,7 @@ from typing import Any
 
 import pymupdf
 
+from tasks.demo.demo_texts import SENTENCES, TEXTS
 from tasks.demo.pdf_documents import PdfTopic, encrypted_pdf, pdf_without_last_page, topic_pdf
 from tasks.demo.sample_media import garbage, sample_audio, sample_image, sample_video, truncated
 from tasks.records import Modality
@@ -31,7 +32,12 @@ MANIFEST_NAME = "manifest.jsonl"
 QRELS_NAME = "qrels.jsonl"
 # The demo's labeled queries. The stand-in's vectors are similar within a modality and nearly
 # orthogonal across modalities, so every query here looks for its own modality: texts by the
-# words they share, media by the file itself.
+# words they share, media by the file itself. In the last three an exact word (an error code, a
+# part number, a name) decides which station log is relevant: the stand-in's bag-of-words vector
+# weighs every word alike and prefers the care sheet, which has the query's other words as
+# typed, while BM25 weighs the rare word most and stems the logs' "pumps", "replaced",
+# "serviced" to the query's words, so text and hybrid search rank the right log first.
+EXACT_WORD_QUERY_TYPE = "text→text (exact word)"
 DEMO_QRELS: tuple[dict[str, Any], ...] = (
     {
         "query_id": "sourdough",
@@ -61,6 +67,24 @@ DEMO_QRELS: tuple[dict[str, Any], ...] = (
     {"query_id": "pattern", "file": "images/pattern-1.png", "relevant": ["image/pattern-1"]},
     {"query_id": "tone", "file": "audio/tone-1.wav", "relevant": ["audio/tone-1"]},
     {"query_id": "clip", "file": "video/clip-1.mp4", "relevant": ["video/clip-1"]},
+    {
+        "query_id": "error-code",
+        "text": "pump error E4471",
+        "relevant": {"text/north-station-log": 2, "text/station-care": 0},
+        "type": EXACT_WORD_QUERY_TYPE,
+    },
+    {
+        "query_id": "part-number",
+        "text": "replacement seal KX7730",
+        "relevant": {"text/south-station-log": 2, "text/station-care": 0},
+        "type": EXACT_WORD_QUERY_TYPE,
+    },
+    {
+        "query_id": "technician",
+        "text": "service visit Okonkwo",
+        "relevant": {"text/east-station-log": 2, "text/station-care": 0},
+        "type": EXACT_WORD_QUERY_TYPE,
+    },
 )
 ENCRYPTED_PDF_PASSWORD = "novaflow-demo"
 """The user password of ``broken/encrypted.pdf``; the pipeline is never given it."""
@@ -118,46 +142,6 @@ class DemoEntry:
 
 """The good PDFs; page 1 of each carries its title, later pages say which part they are."""
 
-# The sentences that the PDFs' pages and the long text's sections are written from.
-_SENTENCES = {
-    "river-ecology": """
-Rivers carry nutrients, sediment and organisms from headwater streams to the sea.
-Riffles oxygenate the water, while slow pools shelter fish during summer droughts.
-Mayfly and stonefly larvae are sensitive to pollution and serve as indicator species.
-Floodplain forests store floodwater and release it slowly back into the channel.
-Beavers build dams that raise water tables and create wetlands for amphibians.
-Salmon return upstream to spawn and bring marine nitrogen into inland food webs.
-""",
-    "bridge-engineering": """
-A beam bridge carries its load in bending, so its spans stay short without deep girders.
-Arches turn vertical loads into compression, which stone and concrete resist well.
-Suspension bridges hang the deck from cables draped over towers and anchored ashore.
-Engineers check every design for wind flutter since the collapse at Tacoma Narrows.
-Expansion joints let the deck grow and shrink with temperature without cracking.
-Steel trusses use triangles so that each member works in tension or compression.
-""",
-    "jazz-history": """
-Jazz grew in New Orleans from blues, ragtime, brass bands and church music.
-Louis Armstrong made the improvised solo the centre of the jazz performance.
-Swing orchestras led by Duke Ellington and Count Basie filled the dance halls.
-Bebop musicians such as Charlie Parker played fast, complex harmonic lines.
-Miles Davis explored modal jazz on Kind of Blue, built on slow-moving scales.
-""",
-    "astronomy-history": """
-Hipparchus catalogued the brightest stars and discovered the precession of the equinoxes.
-Ptolemy's Almagest described a sky of nested circles that lasted fourteen centuries.
-Al-Sufi's Book of Fixed Stars recorded the Andromeda nebula as a small cloud.
-Copernicus placed the Sun at the centre and set the Earth among the planets.
-Tycho Brahe measured planetary positions with instruments of unmatched precision.
-Kepler used Tycho's tables to show that planets move on ellipses, not circles.
-Galileo turned a telescope to Jupiter and found four moons circling it.
-William Herschel found Uranus and mapped the shape of the Milky Way by counting stars.
-Henrietta Leavitt found that Cepheid stars pulse at a pace set by their brightness.
-Edwin Hubble used Cepheids to show that the spiral nebulae are galaxies far beyond our own.
-Vera Rubin measured how galaxies rotate and found evidence of unseen dark matter.
-""",
-}
-
 # file name: (topic, year, encoding); None is UTF-8. Texts are hard-wrapped as people write them.
 _TEXT_FILES: dict[str, tuple[str, int, str | None]] = {
     "sourdough-baking.txt": ("sourdough baking", 2021, None),
@@ -165,40 +149,19 @@ _TEXT_FILES: dict[str, tuple[str, int, str | None]] = {
     "lisbon-tiles.txt": ("portuguese tiles", 2022, "latin-1"),
     "tide-pools.txt": ("tide pools", 2024, None),
     "astronomy-history.txt": ("history of astronomy", 2025, None),  # see long_text
+    "station-care.txt": ("station maintenance", 2024, None),
+    "north-station-log.txt": ("station maintenance", 2024, None),
+    "south-station-log.txt": ("station maintenance", 2024, None),
+    "east-station-log.txt": ("station maintenance", 2024, None),
+    "west-station-log.txt": ("station maintenance", 2024, None),
 }
 PDF_TOPICS = (
-    PdfTopic("river-ecology", "River Ecology", 3, 2022, _SENTENCES["river-ecology"]),
-    PdfTopic("bridge-engineering", "Bridge Engineering", 5, 2023, _SENTENCES["bridge-engineering"]),
-    PdfTopic("jazz-history", "Jazz History", 2, 2024, _SENTENCES["jazz-history"]),
+    PdfTopic("river-ecology", "River Ecology", 3, 2022, SENTENCES["river-ecology"]),
+    PdfTopic("bridge-engineering", "Bridge Engineering", 5, 2023, SENTENCES["bridge-engineering"]),
+    PdfTopic("jazz-history", "Jazz History", 2, 2024, SENTENCES["jazz-history"]),
 )
 
 
-_TEXTS = {
-    "sourdough-baking.txt": """Sourdough baking
-
-A sourdough starter is a living culture of wild yeast and lactic acid bacteria. Fed with flour
-and water every day, it leavens bread without commercial yeast. Long, cool fermentation gives a
-tangy flavour and an open crumb; bakers fold the dough instead of kneading it.
-""",
-    "alpine-cuisine.md": """# Alpine cuisine
-
-In Zürich and Genève, winter means fondue and raclette with melted Gruyère. Rösti — grated
-potato fried crisp in butter — comes with almost every meal, and in Chamonix a crème brûlée and
-a café crème follow a day on the slopes for about 12 €.
-""",
-    "lisbon-tiles.txt": """Lisbon tiles
-
-The azulejos of São Bento station tell the history of Portugal in blue and white. Tiles cover
-façades from Alfama to the Praça do Comércio, and workshops in the Açores and in Óbidos still
-paint them by hand.
-""",
-    "tide-pools.txt": """Tide pools
-
-At low tide, rocky shores hold pools of seawater full of life. Sea anemones close to keep from
-drying out, hermit crabs trade shells as they grow, and starfish pry open mussels with patient
-suction until the sea returns.
-""",
-}
 # Clip length in seconds: audio is a tone, video a bouncing square with the tone as its sound.
 # The long ones are over Nova's 30 s sync limit, so a demo run embeds them with async jobs.
 _CLIP_SECONDS = {
@@ -281,7 +244,7 @@ def demo_entries(seed: int) -> tuple[DemoEntry, ...]:
         modality: Modality | None = "image" if image_format == "tiff" else None
         entries.append(_good(uri, "abstract pattern", 2019 + number, image, modality))
     for name, (topic, year, encoding) in _TEXT_FILES.items():
-        text = _TEXTS[name] if name in _TEXTS else long_text(seed)
+        text = TEXTS[name] if name in TEXTS else long_text(seed)
         # Declared where guessing is unsafe: a .md file, and bytes that are not UTF-8.
         modality = "text" if encoding or name.endswith(".md") else None
         content = text.encode(encoding or "utf-8")
@@ -320,7 +283,7 @@ def long_text(seed: int) -> str:
     """Numbered sections on the history of astronomy, just over ``_LONG_TEXT_CHARS`` characters:
     long enough that the pipeline must cut it into several chunks."""
     rng = random.Random(f"long-text:{seed}")
-    sentences = _SENTENCES["astronomy-history"].strip().splitlines()
+    sentences = SENTENCES["astronomy-history"].strip().splitlines()
     parts = ["A short history of astronomy\n"]
     while sum(map(len, parts)) < _LONG_TEXT_CHARS:
         parts.append(f"\nSection {len(parts)}\n\n{' '.join(rng.sample(sentences, k=4))}\n")

@@ -32,7 +32,7 @@ order exactly and never breaks a tie its own way; ``trec_qrels_text`` writes the
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -140,6 +140,12 @@ class LabeledReport:
             query_type: {"queries": len(results), "metrics": _mean(results, self.ks)}
             for query_type, results in sorted(groups.items())
         }
+
+    def for_queries(self, query_ids: Collection[str]) -> LabeledReport:
+        """The same report over only the queries in ``query_ids`` (in this report's order):
+        what puts two modes that ran different sets of queries on the same footing."""
+        kept = tuple(result for result in self.per_query if result.query_id in query_ids)
+        return LabeledReport(ks=self.ks, mode=self.mode, per_query=kept)
 
     def to_json(self) -> dict[str, Any]:
         """The report as JSON-ready dicts: counts, ``overall``, ``by_query_type``, ``per_query``."""

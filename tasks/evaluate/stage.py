@@ -1,5 +1,6 @@
 """The evaluation stage: the live index measured against exact search over its checkpoints, the
-labeled queries' rankings scored, and what a smaller Matryoshka dimension would cost.
+labeled queries' rankings scored in each retrieval mode, and what a smaller Matryoshka dimension
+would cost.
 
 Each function returns the JSON-ready section of the report it measured (see
 :mod:`tasks.report.evaluation.document`), or None when there is nothing to measure.
@@ -11,7 +12,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,16 +22,24 @@ import pyarrow.parquet as pq
 from botocore.exceptions import BotoCoreError, ClientError
 
 from tasks.aws_clients import s3_client, s3vectors_client
-from tasks.evaluate.exact_search import ExactNeighbours, embedding_matrix, exact_top_k
+from tasks.evaluate.dimensions import dimension_labeled, dimension_recall
+from tasks.evaluate.exact_search import embedding_matrix, exact_top_k
 from tasks.evaluate.index_recall import (
-    QueryOutcome,
     QuerySample,
     measured_recall,
     query_outcomes,
     sample_queries,
 )
 from tasks.evaluate.indexed_vectors import held_keys, indexed_vector_batches
-from tasks.evaluate.labeled_metrics import evaluate_labeled, trec_qrels_text, trec_run_text
+from tasks.evaluate.labeled_modes import (
+    ModeRefusedError,
+    ModeSearch,
+    labeled_modes,
+    text_modes_unavailable,
+    trec_file_names,
+    trec_files,
+    trec_names_json,
+)
 from tasks.evaluate.qrels import LabeledQuery, item_of, read_qrels
 from tasks.local_copies import local_source
 from tasks.media.images import PreparationError
@@ -40,11 +49,12 @@ from tasks.service_errors import error_message
 from tasks.settings import NovaflowSettings
 from tasks.state.dataset import StateDataset
 from tasks.store import CheckpointStore
-from tasks.vector_store import MAX_TOP_K, query
+from tasks.vector_store import MAX_TOP_K, RetrievalMode, query, text_search_status
 
 logger = logging.getLogger(__name__)
 
 QueryIndex = Callable[[np.ndarray, int], tuple[list[tuple[str, float]], float]]
+PacedSearch = Callable[[np.ndarray | None, str | None, int], tuple[list[dict[str, Any]], float]]
 # Labeled rankings are read this deep, so that several units of one item (pages of a PDF,
 # segments of a video) still leave enough distinct items for the largest cutoff.
 _LABELED_DEPTH_PER_CUTOFF = 10
@@ -52,31 +62,73 @@ _LABELED_DEPTH_PER_CUTOFF = 10
 
 @dataclass(frozen=True)
 class LabeledSection:
-    """The labeled evaluation: its report section, and the TREC run and qrels texts that let
-    trec_eval, ranx or ir-measures recompute it."""
+    """The labeled evaluation: its report section, the vector mode's TREC run and qrels texts
+    (``labeled.run``, ``labeled.qrels``) that let trec_eval, ranx or ir-measures recompute it,
+    and ``trec_files``: every mode's run and qrels by file name (those two included)."""
 
     section: dict[str, Any]
     trec_run: str
     trec_qrels: str
     dimension_rows: dict[int, dict[str, float]]
+    trec_files: Mapping[str, str] = field(default_factory=dict)
+
+
+def paced_search(
+    settings: NovaflowSettings, metadata_filter: Mapping[str, Any] | None = None
+) -> PacedSearch:
+    """``(vector, text, top_k) -> (hits, seconds)`` against the live index (a vector, a text or
+    both: see ``tasks.vector_store.query``), paced under ``evaluation.queries_per_second`` like
+    every other call novaflow makes, whatever the mode."""
+    client = s3vectors_client()
+    pacer = Pacer(settings.evaluation.queries_per_second)
+
+    def search(
+        vector: np.ndarray | None, text: str | None, top_k: int
+    ) -> tuple[list[dict[str, Any]], float]:
+        pacer.acquire()
+        started = time.perf_counter()
+        hits = query(
+            client, settings.index, vector, min(top_k, MAX_TOP_K), metadata_filter, text=text
+        )
+        return hits, time.perf_counter() - started
+
+    return search
 
 
 def paced_index_queries(
     settings: NovaflowSettings, metadata_filter: Mapping[str, Any] | None = None
 ) -> QueryIndex:
-    """``(vector, top_k) -> (results, seconds)`` against the live index, paced under
-    ``evaluation.queries_per_second`` like every other call novaflow makes."""
-    client = s3vectors_client()
-    pacer = Pacer(settings.evaluation.queries_per_second)
+    """``(vector, top_k) -> (results, seconds)`` against the live index in vector mode, paced
+    under ``evaluation.queries_per_second``."""
+    search = paced_search(settings, metadata_filter)
 
     def query_index(vector: np.ndarray, top_k: int) -> tuple[list[tuple[str, float]], float]:
-        pacer.acquire()
-        started = time.perf_counter()
-        hits = query(client, settings.index, vector, min(top_k, MAX_TOP_K), metadata_filter)
-        seconds = time.perf_counter() - started
+        hits, seconds = search(vector, None, top_k)
         return [(hit["key"], float(hit["distance"])) for hit in hits], seconds
 
     return query_index
+
+
+def paced_mode_search(settings: NovaflowSettings) -> ModeSearch:
+    """The labeled evaluation's ``ModeSearch`` against the live index, paced. A text or hybrid
+    query the index refuses raises ``ModeRefusedError`` (that mode is then reported as not
+    run); a vector query's error propagates, as the index recall's does."""
+    search = paced_search(settings)
+
+    def mode_search(
+        mode: RetrievalMode, vector: np.ndarray | None, text: str | None, top_k: int
+    ) -> list[str]:
+        try:
+            hits, _ = search(vector, text, top_k)
+        except ClientError as err:
+            if mode == "vector":
+                raise
+            raise ModeRefusedError(
+                f"the index refused a {mode} query: {error_message(err)}"
+            ) from err
+        return [hit["key"] for hit in hits]
+
+    return mode_search
 
 
 def index_description(settings: NovaflowSettings, vectors: int) -> dict[str, Any]:
@@ -134,18 +186,30 @@ def evaluated_index(
     return {
         "index": index_description(settings, len(keys)),
         "index_recall": section,
-        "dimensions": _dimension_recall(settings, sample, exact, vectors, ks),
+        "dimensions": dimension_recall(settings, sample, exact, vectors, ks),
     }
 
 
 def evaluated_labeled(
-    settings: NovaflowSettings, query_index: QueryIndex | None = None
+    settings: NovaflowSettings,
+    search: ModeSearch | None = None,
+    text_status: Callable[[], str | None] | None = None,
 ) -> LabeledSection | None:
     """The ``labeled`` section: each labeled query embedded with the retrieval purpose matching
-    the index, its ranking from the live index scored against its judgements (recall, MRR,
-    nDCG, precision at each cutoff, per query type and overall), and the same from exact search
-    at each smaller Matryoshka dimension. Bad rows are reported row by row; the rest run. None
-    without a qrels file."""
+    the index and asked in each available mode (vector; text and hybrid when the index's
+    searchable text is ACTIVE, for the queries with text), each mode's rankings scored against
+    the judgements (recall, MRR, nDCG, precision at each cutoff, per query type and overall),
+    and the vector mode's from exact search at each smaller Matryoshka dimension. Bad rows are
+    reported row by row; the rest run. None without a qrels file.
+
+    ``search`` and ``text_status`` (the status of the index's searchable text, see
+    ``tasks.vector_store.text_search_status``) stand in for the live index in tests.
+
+    The section keeps the vector mode's figures where they always were (``queries``,
+    ``per_query``, ``trec_run``…) and adds every mode side by side: ``modes`` (mode → its
+    counts, ``overall`` and ``by_query_type`` means), ``modes_unavailable`` (mode → why it did
+    not run), ``common`` (each mode's means over the queries all modes ran) and
+    ``trec_files`` (mode → its ``run`` and ``qrels`` file names)."""
     evaluation = settings.evaluation
     if evaluation.qrels is None:
         return None
@@ -174,10 +238,8 @@ def evaluated_labeled(
     held = held_modalities(store, settings.index.vector_bucket, settings.index.index)
     ks = tuple(sorted(set(evaluation.labeled_ks)))
     depth = min(MAX_TOP_K, max(ks) * _LABELED_DEPTH_PER_CUTOFF)
-    query_index = query_index or paced_index_queries(settings)
     queries: list[LabeledQuery] = []
     vectors: list[np.ndarray] = []
-    rankings: dict[str, list[str]] = {}
     for labeled_query in labeled.queries:
         try:
             payload = query_payload(
@@ -196,12 +258,19 @@ def evaluated_labeled(
                 }
             )
             continue
-        results, _ = query_index(vector, depth)
         queries.append(labeled_query)
         vectors.append(vector)
-        rankings[labeled_query.query_id] = [key for key, _ in results]
-    report = evaluate_labeled(queries, rankings, ks=ks, mode="vector")
+    modes = labeled_modes(
+        queries,
+        vectors,
+        search or paced_mode_search(settings),
+        depth=depth,
+        ks=ks,
+        text_unavailable=_text_unavailable(settings, text_status),
+    )
+    report = modes.reports[0]
     body = report.to_json()
+    run_name, qrels_name = trec_file_names(report.mode)
     section = {
         "qrels": evaluation.qrels,
         "queries": report.queries,
@@ -209,13 +278,31 @@ def evaluated_labeled(
         "queries_without_relevant": report.queries_without_relevant,
         "errors": errors,
         "warnings": [_issue_json(warning) for warning in labeled.warnings],
-        "modes": {"vector": {"overall": body["overall"], "by_query_type": body["by_query_type"]}},
+        **modes.to_json(),
         "per_query": body["per_query"],
-        "trec_run": "labeled.run",
-        "trec_qrels": "labeled.qrels",
+        "trec_run": run_name,
+        "trec_qrels": qrels_name,
+        "trec_files": trec_names_json(modes),
     }
-    dimension_rows = _dimension_labeled(settings, queries, vectors, depth, ks)
-    return LabeledSection(section, trec_run_text(report), trec_qrels_text(queries), dimension_rows)
+    files = trec_files(modes, queries)
+    dimension_rows = dimension_labeled(settings, queries, vectors, depth, ks)
+    return LabeledSection(section, files[run_name], files[qrels_name], dimension_rows, files)
+
+
+def _text_unavailable(
+    settings: NovaflowSettings, text_status: Callable[[], str | None] | None
+) -> str | None:
+    """Why text and hybrid cannot run on the index, or None when they can."""
+    try:
+        status = (
+            text_status()
+            if text_status is not None
+            else text_search_status(s3vectors_client(), settings.index)
+        )
+    except (ClientError, BotoCoreError) as err:
+        message = error_message(err) if isinstance(err, ClientError) else str(err)
+        return f"the index's searchable-text status could not be read: {message}"
+    return text_modes_unavailable(status, settings.index.searchable_text)
 
 
 # -- helpers -------------------------------------------------------------------------------
@@ -306,95 +393,6 @@ def _matches(batch: pa.RecordBatch, wanted: Mapping[str, Any]) -> pa.Array:
         [all(row.get(key) in values for key, values in conditions.items()) for row in rows],
         pa.bool_(),
     )
-
-
-def _prefix_batches(batches: Iterable[pa.RecordBatch], dimension: int) -> Iterator[pa.RecordBatch]:
-    """``batches`` with each embedding cut to its first ``dimension`` values and renormalised:
-    the vector a Matryoshka-trained model gives at that dimension."""
-    for batch in batches:
-        cut = _renormalised(embedding_matrix(batch.column("embedding"))[:, :dimension])
-        column = pa.FixedSizeListArray.from_arrays(pa.array(cut.reshape(-1)), dimension)
-        yield pa.RecordBatch.from_arrays([batch.column("key"), column], ["key", "embedding"])
-
-
-def _renormalised(matrix: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-    return np.divide(matrix, norms, out=np.zeros_like(matrix), where=norms > 0).astype(np.float32)
-
-
-def _smaller_dimensions(settings: NovaflowSettings) -> list[int]:
-    embedded = settings.embedding.dimension
-    return sorted({d for d in settings.evaluation.dimensions if 0 < d < embedded})
-
-
-def _dimension_recall(
-    settings: NovaflowSettings,
-    sample: QuerySample,
-    exact: ExactNeighbours,
-    vectors: Callable[[], Iterator[pa.RecordBatch]],
-    ks: tuple[int, ...],
-) -> dict[str, Any] | None:
-    """Recall@k of exact search at each smaller dimension against exact search at the embedded
-    one, computed from the checkpoints alone: what a cheaper index would cost."""
-    dimensions = _smaller_dimensions(settings)
-    if not dimensions:
-        return None
-    embedded = settings.embedding.dimension
-    rows = [{"dimension": embedded, "recall": {str(k): 1.0 for k in ks}, "labeled": None}]
-    for dimension in dimensions:
-        queries = _renormalised(sample.vectors[:, :dimension])
-        smaller = exact_top_k(
-            queries, sample.keys, _prefix_batches(vectors(), dimension), max(ks),
-            settings.index.metric, block_rows=settings.evaluation.block_rows,
-        )  # fmt: skip
-        outcomes = [
-            QueryOutcome(
-                query_key=sample.keys[row],
-                modality=sample.modalities[row],
-                exact_keys=exact.keys[row],
-                exact_distances=tuple(
-                    float(d) for d in exact.distances[row, : len(exact.keys[row])]
-                ),
-                returned=tuple(smaller.neighbours(row)),
-                latency_seconds=0.0,
-            )
-            for row in range(len(sample))
-        ]
-        # Distances at another dimension are not comparable: plain recall only.
-        figures = measured_recall(outcomes, ks, 0.0, 0).to_json()["overall"]["recall"]
-        rows.append({"dimension": dimension, "recall": figures, "labeled": None})
-    rows.sort(key=lambda row: row["dimension"])
-    return {"embedded_dimension": embedded, "rows": rows}
-
-
-def _dimension_labeled(
-    settings: NovaflowSettings,
-    queries: Sequence[LabeledQuery],
-    vectors: Sequence[np.ndarray],
-    depth: int,
-    ks: tuple[int, ...],
-) -> dict[int, dict[str, float]]:
-    """The labeled metrics from exact search at the embedded dimension and at each smaller one,
-    keyed by dimension: the labeled side of the dimension trade-off."""
-    if not queries or not _smaller_dimensions(settings):
-        return {}
-    store = CheckpointStore(settings.store)
-    keys = held_keys(store, settings.index.vector_bucket, settings.index.index)
-    matrix = np.vstack(vectors).astype(np.float32)
-    rows: dict[int, dict[str, float]] = {}
-    for dimension in [*_smaller_dimensions(settings), settings.embedding.dimension]:
-        blocks = indexed_vector_batches(
-            store, keys, settings.evaluation.block_rows,
-            config_hash=settings.embedding.config_hash(),
-        )  # fmt: skip
-        exact = exact_top_k(
-            _renormalised(matrix[:, :dimension]), [None] * len(queries),
-            _prefix_batches(blocks, dimension), depth, settings.index.metric,
-            block_rows=settings.evaluation.block_rows,
-        )  # fmt: skip
-        rankings = {query.query_id: list(exact.keys[row]) for row, query in enumerate(queries)}
-        rows[dimension] = evaluate_labeled(queries, rankings, ks=ks).overall()
-    return rows
 
 
 def _issue_json(issue: Any) -> dict[str, Any]:

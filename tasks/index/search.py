@@ -12,16 +12,36 @@ from tasks.aws_clients import s3vectors_client
 from tasks.query_vectors import held_modalities, query_payload, query_vector
 from tasks.settings import NovaflowSettings
 from tasks.store import CheckpointStore
-from tasks.vector_store import query
+from tasks.vector_store import RetrievalMode, query, text_search_status
+
+
+class TextSearchUnavailableError(RuntimeError):
+    """A text or hybrid search of an index that does not search text (yet)."""
 
 
 @dataclass(frozen=True)
 class SearchHit:
-    """One result: the unit's key, its distance to the query, and where in its item it is."""
+    """One result: the unit's key, its distance to the query (None when the vector search did
+    not find it: a text match only), the index's scores (``fused``, ``bm25Scores``,
+    ``vectorDistance``; None for a vector search), and where in its item it is."""
 
     key: str
-    distance: float
+    distance: float | None
     metadata: Mapping[str, Any]
+    scores: Mapping[str, Any] | None = None
+
+    @property
+    def shown_score(self) -> str:
+        """The scores as the terminal shows them: the distance, the BM25 score, or the fused
+        score with its parts."""
+        if not self.scores:
+            return f"{self.distance:.4f}" if self.distance is not None else "   -  "
+        bm25 = sum(float(s.get("score", 0.0)) for s in self.scores.get("bm25Scores", []))
+        if "fused" in self.scores:
+            distance = self.scores.get("vectorDistance")
+            shown = f"{distance:.4f}" if distance is not None else "-"
+            return f"fused {float(self.scores['fused']):.4f} (bm25 {bm25:.2f}, distance {shown})"
+        return f"bm25 {bm25:.3f}"
 
     @property
     def where(self) -> str:
@@ -51,11 +71,38 @@ def search_index(
     file: Path | None,
     top_k: int,
     metadata_filter: Mapping[str, Any] | None = None,
+    mode: RetrievalMode = "vector",
 ) -> list[SearchHit]:
-    """The ``top_k`` units nearest to the query, nearest first."""
-    store = CheckpointStore(settings.store)
-    held = held_modalities(store, settings.index.vector_bucket, settings.index.index)
-    payload = query_payload(text, file, settings.embedding.max_image_side_px)
-    vector = query_vector(payload, settings.embedding, held)
-    hits = query(s3vectors_client(), settings.index, vector, top_k, metadata_filter)
-    return [SearchHit(hit["key"], float(hit["distance"]), hit.get("metadata", {})) for hit in hits]
+    """The ``top_k`` best matches to the query, best first: nearest embeddings (``vector``),
+    full-text matches of ``text`` in the searchable text (``text``), or both fused by the index
+    (``hybrid``). Raises TextSearchUnavailableError for a text or hybrid search of an index
+    whose searchable text is not (yet) searchable."""
+    client = s3vectors_client()
+    if mode != "vector":
+        status = text_search_status(client, settings.index)
+        if status != "ACTIVE":
+            raise TextSearchUnavailableError(
+                "this index has no searchable text: run with searchable text on "
+                "(NOVAFLOW_INDEX__SEARCHABLE_TEXT=true) first"
+                if status is None
+                else "the index is still building its full-text search; try again shortly"
+            )
+    vector = None
+    if mode != "text":
+        store = CheckpointStore(settings.store)
+        held = held_modalities(store, settings.index.vector_bucket, settings.index.index)
+        payload = query_payload(text, file, settings.embedding.max_image_side_px)
+        vector = query_vector(payload, settings.embedding, held)
+    hits = query(
+        client, settings.index, vector, top_k, metadata_filter,
+        text=text if mode != "vector" else None,
+    )  # fmt: skip
+    return [
+        SearchHit(
+            hit["key"],
+            None if hit["distance"] is None else float(hit["distance"]),
+            hit.get("metadata", {}),
+            hit.get("scores"),
+        )
+        for hit in hits
+    ]

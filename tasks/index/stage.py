@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from itertools import chain
 from typing import Any
 
@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from tasks.aws_clients import s3vectors_client
+from tasks.index.searchable_text import TextCounts, held_vectors, with_searchable_texts
 from tasks.job_ledger import JobLedger
 from tasks.outcomes import LoadOutcome
 from tasks.pacing import Pacer
@@ -27,7 +28,7 @@ from tasks.state.commit import committed_run
 from tasks.state.dataset import StateDataset
 from tasks.store import CheckpointStore, is_job_part
 from tasks.tables import async_units
-from tasks.vector_store import delete_vectors, ensure_index, put_vectors
+from tasks.vector_store import SEARCHABLE_TEXT_KEY, delete_vectors, ensure_index, put_vectors
 
 
 def _embedding_rows(
@@ -84,16 +85,30 @@ def loaded_index(settings: NovaflowSettings, run_id: str) -> LoadOutcome:
     its async jobs made stale."""
     store = CheckpointStore(settings.store)
     client = s3vectors_client()
-    ensure_index(client, settings.index, settings.embedding.dimension)
+    non_filterable = ensure_index(client, settings.index, settings.embedding.dimension)
+    # Fitted to the keys the index really has (one made before searchable text keeps its own).
+    index = settings.index.model_copy(update={"non_filterable_keys": tuple(non_filterable)})
     pacer = Pacer(settings.throughput.index_vectors_per_second)
-    put = put_vectors(client, settings.index, _embedding_rows(store, run_id), pacer)
+    rows: Iterable[tuple[str, np.ndarray, Mapping[str, Any]]] = _embedding_rows(store, run_id)
+    texts = TextCounts()
+    if index.searchable_text:
+        state = StateDataset(store, index.vector_bucket, index.index)
+        if not state.layout().searchable_text:
+            # Turned on for an index that holds vectors without their text: every vector it
+            # holds is written again with it (read back from the index, not embedded again),
+            # before this run's own, which win.
+            rows = chain(held_vectors(client, index, state, pacer), rows)
+        rows = with_searchable_texts(rows, texts, SEARCHABLE_TEXT_KEY not in non_filterable)
+    put = put_vectors(client, index, rows, pacer)
     stale = chain(_planned_deletions(store, run_id), _async_deletions(store, settings, run_id))
-    deleted = delete_vectors(client, settings.index, stale, pacer)
+    deleted = delete_vectors(client, index, stale, pacer)
     return LoadOutcome(
         vectors_written=put.vectors_written,
         put_batches=put.batches,
         keys_deleted=deleted,
         metadata_warnings=tuple(put.warnings),
+        texts_attached=texts.attached,
+        texts_truncated=texts.truncated,
     )
 
 
@@ -110,4 +125,6 @@ def committed_state(settings: NovaflowSettings, run_id: str) -> int:
     store = CheckpointStore(settings.store)
     index = settings.index
     config_hash = settings.embedding.config_hash()
-    return committed_run(store, index.vector_bucket, index.index, run_id, config_hash)
+    return committed_run(
+        store, index.vector_bucket, index.index, run_id, config_hash, index.searchable_text
+    )

@@ -78,6 +78,8 @@ class RunSummary:
     estimated_cost_usd: float
     failures_by_code: dict[str, int] = field(default_factory=dict)
     metadata_warnings: tuple[str, ...] = ()
+    texts_attached: int = 0
+    texts_truncated: int = 0
 
     @property
     def units_add_up(self) -> bool:
@@ -189,6 +191,8 @@ def run_summary(
         estimated_cost_usd=round(totals.estimated_cost_usd, 6),
         failures_by_code=dict(sorted(codes.items())),
         metadata_warnings=load.metadata_warnings,
+        texts_attached=load.texts_attached,
+        texts_truncated=load.texts_truncated,
     )
     store.write_text(store.summary_path(run_id), json.dumps(summary.to_json(), indent=2))
     return summary
@@ -212,7 +216,13 @@ def summary_lines(summary: RunSummary) -> list[str]:
         f"of {summary.units_planned} planned" + ("" if summary.units_add_up else _NOT_ADDING_UP),
         *_async_lines(summary),
         f"  index    {summary.vectors_written} vectors written, "
-        f"{summary.keys_deleted} keys deleted",
+        f"{summary.keys_deleted} keys deleted"
+        + (
+            f"; {summary.texts_attached} with searchable text "
+            f"({summary.texts_truncated} cut to fit)"
+            if summary.texts_attached
+            else ""
+        ),
         f"  model    {summary.model_calls} calls, {summary.retries} retries, "
         f"{summary.throttles} throttled; estimated cost ${summary.estimated_cost_usd:.4f}",
     ]

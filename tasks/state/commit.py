@@ -15,6 +15,7 @@ and manifest), read as Arrow and kept only for the items it changed.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections import defaultdict
@@ -174,7 +175,12 @@ class _RunOutcome:
 
 
 def committed_run(
-    store: CheckpointStore, vector_bucket: str, index: str, run_id: str, config_hash: str
+    store: CheckpointStore,
+    vector_bucket: str,
+    index: str,
+    run_id: str,
+    config_hash: str,
+    searchable_text: bool | None = None,
 ) -> int:
     """Apply run ``run_id``'s outcome to the index's state; returns the items it now holds.
 
@@ -183,6 +189,9 @@ def committed_run(
     transient failures is ``incomplete`` when this run loaded some of its vectors (its keys: all
     it may hold, so a later removal deletes them), else it keeps its previous entry; either way
     the next run plans it again. A removed item leaves the state.
+
+    ``searchable_text`` (None: as it was) records whether the index's vectors now carry their
+    searchable text.
     """
     dataset = StateDataset(store, vector_bucket, index)
     layout = dataset.layout()
@@ -191,6 +200,10 @@ def committed_run(
         store.delete(record_path)
         return layout.items
     changes = _changed_items(store, run_id)
+    if searchable_text is not None and searchable_text != layout.searchable_text:
+        layout = dataclasses.replace(layout, searchable_text=searchable_text)
+        if changes.num_rows == 0:
+            dataset.write_layout(layout)
     if changes.num_rows == 0:
         return layout.items
     outcome = _RunOutcome(
@@ -236,7 +249,8 @@ def _split(dataset: StateDataset, layout: StateLayout, run_id: str) -> StateLayo
     partition is part of exactly one old one. The new layout is written last; until then
     readers use the old partitions, and an interrupted split is started again from them."""
     store = dataset.store
-    split = StateLayout.empty(bits_for(layout.items))
+    split = dataclasses.replace(StateLayout.empty(bits_for(layout.items)),
+                                searchable_text=layout.searchable_text)  # fmt: skip
     target = store.state_partitions_dir(dataset.vector_bucket, dataset.index, split.bits)
     store.delete(target)
     updated: dict[int, PartitionFiles] = {}

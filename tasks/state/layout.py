@@ -96,6 +96,9 @@ class StateLayout:
     bits: int = 0
     parts: tuple[PartitionFiles, ...] = (PartitionFiles(),)
     last_run: str = ""
+    searchable_text: bool = False
+    """Whether every vector the state lists carries its searchable text (see
+    ``IndexSettings.searchable_text``): turning the setting on rewrites them once."""
 
     @property
     def partitions(self) -> int:
@@ -122,7 +125,7 @@ class StateLayout:
         parts = list(self.parts)
         for number, part in updated.items():
             parts[number] = part
-        return StateLayout(self.bits, tuple(parts), run_id)
+        return StateLayout(self.bits, tuple(parts), run_id, self.searchable_text)
 
     def to_json(self) -> str:
         """The layout as ``layout.json`` holds it."""
@@ -131,6 +134,7 @@ class StateLayout:
             "bits": self.bits,
             "items": self.items,
             "last_run": self.last_run,
+            "searchable_text": self.searchable_text,
             "partitions": [part.to_json() for part in self.parts],
         }
         return json.dumps(document, separators=(",", ":"))
@@ -148,7 +152,12 @@ class StateLayout:
         parts = tuple(PartitionFiles.from_json(part) for part in document["partitions"])
         if len(parts) != 1 << bits:
             raise ValueError(f"state layout lists {len(parts)} partitions, not {1 << bits}")
-        return cls(bits, parts, str(document.get("last_run", "")))
+        return cls(
+            bits,
+            parts,
+            str(document.get("last_run", "")),
+            bool(document.get("searchable_text", False)),
+        )
 
     @classmethod
     def empty(cls, bits: int = 0) -> StateLayout:

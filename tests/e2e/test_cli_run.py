@@ -52,7 +52,7 @@ def _assert_the_demo_ends_with_its_evaluation(tmp_path: Path, stdout: str, run_i
     folder = tmp_path / "demo" / "store" / "reports" / run_id
     assert f"  report   {folder / 'report.html'}" in stdout
     assert "  recall   @1 1.000, @10 1.000" in stdout  # the embedded stand-in searches exactly
-    assert "  labeled  8 queries: " in stdout
+    assert "  labeled  11 queries: " in stdout
     report = json.loads((folder / "report.json").read_text())
     assert report["labeled"]["errors"] == []
     measures = [ir_measures.parse_measure(name) for name in ("nDCG@10", "R@10", "RR@10", "P@10")]

@@ -185,17 +185,22 @@ def write_report(
     report: Mapping[str, Any],
     trec_run: str | None = None,
     trec_qrels: str | None = None,
+    trec_files: Mapping[str, str] | None = None,
 ) -> str:
-    """Write ``report.json``, ``report.md``, ``report.html`` (and the TREC run and qrels files
-    when there were labeled queries) atomically; returns the HTML's path (a URI on S3)."""
+    """Write ``report.json``, ``report.md``, ``report.html`` (and, when there were labeled
+    queries, the TREC files: the vector mode's ``trec_run`` and ``trec_qrels`` as
+    ``labeled.run`` and ``labeled.qrels``, and every file of ``trec_files``, by name: each
+    mode's run and qrels) atomically; returns the HTML's path (a URI on S3)."""
     run_id = str(report["run_id"])
     store.write_text(store.report_path(run_id, "report.json"), json.dumps(report, indent=2))
     store.write_text(store.report_path(run_id, "report.md"), evaluation_markdown(report))
     html_path = store.report_path(run_id, "report.html")
     store.write_text(html_path, evaluation_html(report))
+    files = dict(trec_files or {})
     if trec_run is not None and trec_qrels is not None:
-        store.write_text(store.report_path(run_id, "labeled.run"), trec_run)
-        store.write_text(store.report_path(run_id, "labeled.qrels"), trec_qrels)
+        files |= {"labeled.run": trec_run, "labeled.qrels": trec_qrels}
+    for name, content in files.items():
+        store.write_text(store.report_path(run_id, name), content)
     return store.uri(html_path)
 
 
@@ -236,9 +241,36 @@ def report_lines(report: Mapping[str, Any], html_path: str) -> list[str]:
             f"  labeled  {labeled.get('queries', 0)} queries: {', '.join(shown) or 'none scored'}"
             + (f"; {errors} bad row(s)" if errors else "")
         )
+        lines += mode_lines(labeled)
     for gate in report.get("gates") or []:
         verdict = "passed" if gate["passed"] else "FAILED"
         value = "not measured" if gate["value"] is None else f"{gate['value']:.4f}"
         lines.append(f"  gate     {gate['metric']} {value} ≥ {gate['threshold']:g}: {verdict}")
     lines.append(f"  report   {html_path}")
+    return lines
+
+
+def mode_lines(labeled: Mapping[str, Any]) -> list[str]:
+    """One line per retrieval mode, when the report has any but vector: its recall, MRR and
+    nDCG at the largest cutoff (over the queries every mode ran, when several ran), or why it
+    did not run."""
+    modes = labeled.get("modes") or {}
+    unavailable = labeled.get("modes_unavailable") or {}
+    if set(modes) <= {"vector"} and not unavailable:
+        return []
+    k = max(labeled.get("ks") or [10])
+    common = labeled.get("common") or {}
+    lines = []
+    for mode, entry in modes.items():
+        metrics = (common.get("overall") or {}).get(mode) or entry.get("overall") or {}
+        queries = common.get("queries") if common else entry.get("queries")
+        shown = [
+            f"{name}@{k} {metrics[f'{name}@{k}']:.3f}"
+            for name in ("recall", "mrr", "ndcg")
+            if f"{name}@{k}" in metrics
+        ]
+        scope = "queries every mode ran" if common else "queries"
+        lines.append(f"  {mode:<8} {', '.join(shown) or 'none scored'} ({queries or 0} {scope})")
+    for mode, reason in unavailable.items():
+        lines.append(f"  {mode:<8} not run: {reason}")
     return lines

@@ -8,7 +8,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from tasks.report.evaluation.plots import BarChart, LineChart, Plot, Series
+from tasks.report.evaluation.labeled_sections import labeled_section
+from tasks.report.evaluation.plots import LineChart, Plot, Series
 from tasks.report.evaluation.recall_sections import index_recall_sections
 from tasks.report.evaluation.tables import (
     MISSING,
@@ -30,15 +31,7 @@ from tasks.report.evaluation.tables import (
     mapping,
     metric_order,
     number,
-    reference_k,
     text,
-)
-
-LABELED_MEANING = (
-    "Labeled queries are judged against the qrels: recall@k is the share of a query's relevant "
-    "documents in its top k, precision@k the share of the top k that is relevant, MRR@k the mean "
-    "reciprocal rank of the first relevant result, nDCG@k the ranking quality with graded "
-    "relevance (1 is ideal)."
 )
 
 
@@ -51,7 +44,7 @@ def evaluation_page(report: Mapping[str, Any]) -> EvaluationPage:
             _gates(report.get("gates")),
             _headline(mapping(report.get("headline"))),
             *index_recall_sections(report),
-            _labeled(mapping(report.get("labeled"))),
+            labeled_section(mapping(report.get("labeled"))),
             _dimensions(mapping(report.get("dimensions"))),
             _trend(report),
         ),
@@ -125,129 +118,6 @@ def _headline(headline: Mapping[str, Any]) -> Section:
     rows = tuple(Row((key(name), figure(str(name), value))) for name, value in headline.items())
     table = Table("Headline figures", ("figure", "value"), rows)
     return Section("headline", "Headline", figures=(Figure(table),))
-
-
-def _labeled(labeled: Mapping[str, Any]) -> Section:
-    if not labeled:
-        note = (text("This report has no labeled-query evaluation (no qrels were given)."),)
-        return Section("labeled", "Labeled queries", notes=(note,))
-    notes: list[Note] = [
-        (
-            text("Qrels: "),
-            key(labeled.get("qrels", MISSING)),
-            text(
-                f" — {count(labeled.get('queries')).text} queries, "
-                f"{count(labeled.get('queries_without_relevant')).text} without any relevant "
-                "document."
-            ),
-        ),
-        (text(LABELED_MEANING),),
-    ]
-    if labeled.get("trec_run") or labeled.get("trec_qrels"):
-        notes.append(
-            (
-                text("TREC files for trec_eval: run "),
-                key(labeled.get("trec_run", MISSING)),
-                text(", qrels "),
-                key(labeled.get("trec_qrels", MISSING)),
-                text("."),
-            )
-        )
-    modes = {clean(name): mapping(mode) for name, mode in mapping(labeled.get("modes")).items()}
-    figures: list[Figure] = []
-    if modes:
-        figures += [_labeled_overall(modes), _labeled_by_query_type(modes)]
-    errors = items(labeled.get("errors"))
-    if errors:
-        rows = tuple(
-            Row((count(e.get("row")), key(e.get("query_id", "")), text(e.get("message", ""))))
-            for e in errors
-        )
-        table = Table("Qrels rows that could not be used", ("row", "query", "error"), rows)
-        figures.append(Figure(table))
-    return Section("labeled", "Labeled queries", tuple(notes), tuple(figures))
-
-
-def _labeled_overall(modes: Mapping[str, Mapping[str, Any]]) -> Figure:
-    overall = {name: mapping(mode.get("overall")) for name, mode in modes.items()}
-    names = metric_order(str(n) for metrics in overall.values() for n in metrics)
-    table = Table(
-        "Labeled metrics per mode",
-        ("mode", *names),
-        tuple(
-            Row((key(mode), *(fraction(metrics.get(n)) for n in names)))
-            for mode, metrics in overall.items()
-        ),
-    )
-    families = tuple(dict.fromkeys(n.partition("@")[0] for n in names))
-    k = reference_k(names)
-    if len(modes) > 1:
-        series = tuple(
-            Series(mode, tuple(number(metrics.get(f"{f}@{k}")) for f in families), color)
-            for color, (mode, metrics) in enumerate(overall.items())
-        )
-        title = f"Labeled metrics @{k} per mode"
-    else:
-        (metrics,) = overall.values()
-        ks = sorted({int(n.partition("@")[2]) for n in names if n.partition("@")[2].isdigit()})
-        series = tuple(
-            Series(f"@{k}", tuple(number(metrics.get(f"{f}@{k}")) for f in families), color)
-            for color, k in enumerate(ks)
-        )
-        title = "Labeled metrics"
-    plot = BarChart("plot-labeled-overall", title, "score", families, series, (0.0, 1.0))
-    return Figure(table, (plot,))
-
-
-def _labeled_by_query_type(modes: Mapping[str, Mapping[str, Any]]) -> Figure:
-    """Rows per query type and mode; the plot groups query types with one bar per mode (or, with
-    one mode, one bar per metric)."""
-    per_type: dict[str, dict[str, Mapping[str, Any]]] = {}
-    for mode, found in modes.items():
-        for query_type, entry in mapping(found.get("by_query_type")).items():
-            per_type.setdefault(clean(query_type), {})[mode] = mapping(entry)
-    names = metric_order(
-        str(n)
-        for by_mode in per_type.values()
-        for e in by_mode.values()
-        for n in e.get("metrics", {})
-    )
-    rows = tuple(
-        Row(
-            (
-                key(query_type),
-                key(mode),
-                count(entry.get("queries")),
-                *(fraction(mapping(entry.get("metrics")).get(n)) for n in names),
-            )
-        )
-        for query_type, by_mode in per_type.items()
-        for mode, entry in by_mode.items()
-    )
-    table = Table("Labeled metrics per query type", ("query type", "mode", "queries", *names), rows)
-    k = reference_k(names)
-    types = tuple(per_type)
-    if len(modes) > 1:
-        metric = f"ndcg@{k}" if f"ndcg@{k}" in names else (names[0] if names else "")
-        series = tuple(
-            Series(mode, tuple(_metric(per_type[t].get(mode), metric) for t in types), color)
-            for color, mode in enumerate(modes)
-        )
-        title = f"{metric} per query type and mode"
-    else:
-        (mode,) = modes
-        shown = [n for n in names if n.endswith(f"@{k}")]
-        series = tuple(
-            Series(n, tuple(_metric(per_type[t].get(mode), n) for t in types), color)
-            for color, n in enumerate(shown)
-        )
-        title = f"Labeled metrics @{k} per query type"
-    plot = BarChart("plot-labeled-query-types", title, "score", types, series, (0.0, 1.0))
-    return Figure(table, (plot,))
-
-
-def _metric(entry: Mapping[str, Any] | None, name: str) -> float | None:
-    return number(mapping(mapping(entry).get("metrics")).get(name))
 
 
 def _dimensions(dimensions: Mapping[str, Any]) -> Section:

@@ -85,7 +85,7 @@ def test_counts_add_up_to_the_manifest_and_ids_are_readable(corpus: DemoCorpus) 
     ids = [r["id"] for r in rows]
 
     assert corpus.manifest.parent == corpus.root
-    assert (corpus.good_files, corpus.broken_files) == (20, 7)
+    assert (corpus.good_files, corpus.broken_files) == (25, 7)
     assert corpus.good_files + corpus.broken_files == len(rows)
     assert len(set(ids)) == len(ids)
     assert {i for i in ids if i.startswith("broken/")} == set(BROKEN_ITEMS)
@@ -146,7 +146,7 @@ def test_texts_cover_encodings_and_one_is_long_enough_to_chunk(corpus: DemoCorpu
     long = (corpus.root / row(corpus, "text/astronomy-history")["uri"]).read_text("utf-8")
     assert 20_000 <= len(long) < 21_000
     texts = [r for r in manifest_rows(corpus) if r["uri"].startswith("texts/")]
-    assert len(texts) == 5
+    assert len(texts) == 10
 
 
 @pytest.mark.parametrize(

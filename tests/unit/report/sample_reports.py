@@ -54,16 +54,26 @@ def _labeled_metrics(base: float) -> dict[str, float]:
     return metrics
 
 
-def _mode(base: float) -> dict[str, Any]:
-    return {
-        "overall": _labeled_metrics(base),
-        "by_query_type": {
-            "text→text": {"queries": 5, "metrics": _labeled_metrics(base + 0.05)},
-            "image→image": {"queries": 4, "metrics": _labeled_metrics(base - 0.1)},
-            "text→image": {"queries": 2, "metrics": _labeled_metrics(base - 0.2)},
-            HOSTILE: {"queries": 1, "metrics": _labeled_metrics(base - 0.3)},
-        },
+def _mode(base: float, *, with_files: bool = True) -> dict[str, Any]:
+    """One mode's entry; the text modes (``with_files=False``) ran no image query."""
+    by_query_type = {
+        "text→text": {"queries": 5, "metrics": _labeled_metrics(base + 0.05)},
+        "image→image": {"queries": 4, "metrics": _labeled_metrics(base - 0.1)},
+        "text→image": {"queries": 2, "metrics": _labeled_metrics(base - 0.2)},
+        HOSTILE: {"queries": 1, "metrics": _labeled_metrics(base - 0.3)},
     }
+    if not with_files:
+        del by_query_type["image→image"]
+    queries = sum(entry["queries"] for entry in by_query_type.values())
+    entry: dict[str, Any] = {
+        "queries": queries,
+        "queries_without_relevant": 1,
+        "overall": _labeled_metrics(base),
+        "by_query_type": by_query_type,
+    }
+    if not with_files:
+        entry["skipped"] = {"queries": 12 - queries, "reason": "file queries have no text"}
+    return entry
 
 
 def minimal_report() -> dict[str, Any]:
@@ -157,9 +167,27 @@ def full_report() -> dict[str, Any]:
             {"row": 4, "query_id": "q4", "message": "file images/x.png does not exist"},
             {"row": 9, "query_id": HOSTILE_ATTRIBUTE, "message": f"bad JSON near {HOSTILE}"},
         ],
-        "modes": {"vector": _mode(0.8), "text": _mode(0.6), "hybrid": _mode(0.85)},
+        "modes": {
+            "vector": _mode(0.8),
+            "text": _mode(0.6, with_files=False),
+            "hybrid": _mode(0.85, with_files=False),
+        },
+        "modes_unavailable": {},
+        "common": {
+            "queries": 8,
+            "overall": {
+                "vector": _labeled_metrics(0.82),
+                "text": _labeled_metrics(0.61),
+                "hybrid": _labeled_metrics(0.86),
+            },
+        },
         "trec_run": "labeled.run",
         "trec_qrels": "labeled.qrels",
+        "trec_files": {
+            "vector": {"run": "labeled.run", "qrels": "labeled.qrels"},
+            "text": {"run": "labeled.text.run", "qrels": "labeled.text.qrels"},
+            "hybrid": {"run": "labeled.hybrid.run", "qrels": "labeled.hybrid.qrels"},
+        },
     }
     report["dimensions"] = {
         "embedded_dimension": 1024,
