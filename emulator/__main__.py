@@ -12,10 +12,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from emulator.app import Emulator, EmulatorSettings
-from emulator.misbehaviour import AsyncJobBehaviour, Misbehaviour
+from emulator.misbehaviour import AsyncJobBehaviour, BatchJobBehaviour, Misbehaviour
 from emulator.s3vectors.service import SearchSettings
 
-DEFAULT_PORTS = {"s3": 8700, "bedrock": 8701, "s3vectors": 8702}
+DEFAULT_PORTS = {"s3": 8700, "bedrock": 8701, "s3vectors": 8702, "bedrock-control": 8703}
 SYNC_OPERATIONS = frozenset({"InvokeModel", "StartAsyncInvoke"})
 
 
@@ -24,14 +24,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="novaflow emulator",
         description=(
-            "Run the local stand-in for S3 (moto), Bedrock runtime (Nova Multimodal Embeddings) "
-            "and S3 Vectors on 127.0.0.1, and print the variables that point boto3 at it."
+            "Run the local stand-in for S3 (moto), Bedrock runtime (Nova Multimodal Embeddings), "
+            "Bedrock batch inference and S3 Vectors on 127.0.0.1, and print the variables that "
+            "point boto3 at it."
         ),
     )
     parser.add_argument("--host", default="127.0.0.1", help="loopback address to listen on")
     parser.add_argument("--s3-port", type=int, default=DEFAULT_PORTS["s3"])
     parser.add_argument("--bedrock-port", type=int, default=DEFAULT_PORTS["bedrock"])
     parser.add_argument("--s3vectors-port", type=int, default=DEFAULT_PORTS["s3vectors"])
+    parser.add_argument(
+        "--bedrock-control-port",
+        type=int,
+        help=f"Bedrock control plane (batch inference); default {DEFAULT_PORTS['bedrock-control']}"
+        ", or a free port when --bedrock-port is 0",
+    )
     parser.add_argument(
         "--state-dir",
         type=Path,
@@ -76,9 +83,15 @@ def build_parser() -> argparse.ArgumentParser:
     faults.add_argument("--job-failure-rate", type=float, default=0.0)
     faults.add_argument("--job-partial-rate", type=float, default=0.0)
     faults.add_argument(
+        "--batch-job-seconds", type=float, default=2.0, help="how long a batch job runs"
+    )
+    faults.add_argument("--batch-failure-rate", type=float, default=0.0)
+    faults.add_argument("--batch-partial-rate", type=float, default=0.0)
+    faults.add_argument(
         "--faults-file",
         type=Path,
-        help='JSON {"bedrock": [rules], "s3vectors": [rules], "async_jobs": {}}; beats flags',
+        help='JSON {"bedrock": [rules], "s3vectors": [rules], "bedrock_control": [rules], '
+        '"async_jobs": {}, "batch_jobs": {}}; beats flags',
     )
     return parser
 
@@ -111,17 +124,33 @@ def settings_from_args(args: argparse.Namespace) -> EmulatorSettings:
         failure_rate=args.job_failure_rate,
         partial_rate=args.job_partial_rate,
     )
+    batch_jobs = BatchJobBehaviour(
+        seed=args.seed,
+        job_seconds=args.batch_job_seconds,
+        failure_rate=args.batch_failure_rate,
+        partial_rate=args.batch_partial_rate,
+    )
+    control_rules: list[Misbehaviour] = []
     if args.faults_file is not None:
         document = json.loads(args.faults_file.read_text())
         bedrock_rules = [Misbehaviour.from_json(rule) for rule in document.get("bedrock", [])]
         s3vectors_rules = [Misbehaviour.from_json(rule) for rule in document.get("s3vectors", [])]
+        control_rules = [
+            Misbehaviour.from_json(rule) for rule in document.get("bedrock_control", [])
+        ]
         if "async_jobs" in document:
             async_jobs = AsyncJobBehaviour.from_json(document["async_jobs"])
+        if "batch_jobs" in document:
+            batch_jobs = BatchJobBehaviour.from_json(document["batch_jobs"])
+    control_port = args.bedrock_control_port
+    if control_port is None:
+        control_port = 0 if args.bedrock_port == 0 else DEFAULT_PORTS["bedrock-control"]
     return EmulatorSettings(
         host=args.host,
         s3_port=args.s3_port,
         bedrock_port=args.bedrock_port,
         s3vectors_port=args.s3vectors_port,
+        bedrock_control_port=control_port,
         state_dir=None if args.in_memory else args.state_dir,
         region=args.region,
         search=SearchSettings(
@@ -134,6 +163,8 @@ def settings_from_args(args: argparse.Namespace) -> EmulatorSettings:
         bedrock_faults=tuple(bedrock_rules),
         s3vectors_faults=tuple(s3vectors_rules),
         async_jobs=async_jobs,
+        bedrock_control_faults=tuple(control_rules),
+        batch_jobs=batch_jobs,
     )
 
 

@@ -1,4 +1,5 @@
-"""The stand-in as a whole: moto's S3 server plus novaflow's Bedrock runtime and S3 Vectors servers.
+"""The stand-in as a whole: moto's S3 server plus novaflow's Bedrock runtime, Bedrock control plane
+(batch inference) and S3 Vectors servers.
 
 Start it in-process (``with Emulator(settings) as emulator: ...``) or with ``python -m emulator``.
 Ordinary boto3 clients reach it through the standard ``AWS_ENDPOINT_URL_<SERVICE>`` variables in
@@ -21,10 +22,14 @@ from botocore.client import BaseClient
 from botocore.config import Config
 from moto.server import ThreadedMotoServer
 
+from emulator.bedrock.control_api import bedrock_control_error
+from emulator.bedrock.limits import BatchLimits
+from emulator.bedrock.service import BatchInferenceService
+from emulator.bedrock.storage import S3BatchStorage
 from emulator.errors import bedrock_error, s3vectors_error
 from emulator.http import BackgroundServer, Call, RouteSpec, ServiceApp
-from emulator.misbehaviour import AsyncJobBehaviour, FaultInjector, Misbehaviour
-from emulator.nova.service import NovaRuntime
+from emulator.misbehaviour import AsyncJobBehaviour, BatchJobBehaviour, FaultInjector, Misbehaviour
+from emulator.nova.service import NOVA_MODEL_ID, NovaRuntime
 from emulator.objects import S3ObjectStore
 from emulator.s3_conditional import enforce_conditional_writes
 from emulator.s3vectors.service import ROUTES as S3VECTORS_ROUTES
@@ -43,20 +48,30 @@ BEDROCK_RUNTIME_ROUTES = (
     RouteSpec("GET", "/async-invoke", "ListAsyncInvokes"),
 )
 
+# The ``bedrock`` model's paths; botocore escapes a job ARN's slashes, which arrive decoded.
+BEDROCK_CONTROL_ROUTES = (
+    RouteSpec("POST", "/model-invocation-job", "CreateModelInvocationJob"),
+    RouteSpec("GET", "/model-invocation-job/{jobIdentifier+}", "GetModelInvocationJob"),
+    RouteSpec("POST", "/model-invocation-job/{jobIdentifier+}/stop", "StopModelInvocationJob"),
+    RouteSpec("GET", "/model-invocation-jobs", "ListModelInvocationJobs"),
+)
+
 
 @dataclass(frozen=True)
 class EmulatorSettings:
     """Where the stand-in listens, where it keeps state and how it should misbehave.
 
-    Ports of 0 take any free port. ``state_dir`` keeps S3 Vectors indexes and async job records
-    across restarts (S3 objects live in moto's memory and do not survive a restart); ``None``
-    keeps everything in memory.
+    Ports of 0 take any free port. ``state_dir`` keeps S3 Vectors indexes, async job records and
+    batch job records across restarts (S3 objects live in moto's memory and do not survive a
+    restart); ``None`` keeps everything in memory. ``batch_limits`` are the batch inference
+    quotas; ``batch_clock`` is the time batch jobs move on (tests pass a clock they move).
     """
 
     host: str = "127.0.0.1"
     s3_port: int = 0
     bedrock_port: int = 0
     s3vectors_port: int = 0
+    bedrock_control_port: int = 0
     state_dir: Path | None = None
     region: str = "us-east-1"
     account_id: str = "123456789012"
@@ -65,6 +80,10 @@ class EmulatorSettings:
     bedrock_faults: tuple[Misbehaviour, ...] = ()
     s3vectors_faults: tuple[Misbehaviour, ...] = ()
     async_jobs: AsyncJobBehaviour = field(default_factory=AsyncJobBehaviour)
+    bedrock_control_faults: tuple[Misbehaviour, ...] = ()
+    batch_jobs: BatchJobBehaviour = field(default_factory=BatchJobBehaviour)
+    batch_limits: BatchLimits = field(default_factory=BatchLimits)
+    batch_clock: Callable[[], float] = time.time
     # The time source of S3 Vectors' write-rate limits; tests freeze it to make them exact.
     vectors_clock: Callable[[], float] = time.monotonic
 
@@ -79,11 +98,12 @@ class EmulatorSettings:
 
 @dataclass(frozen=True)
 class Endpoints:
-    """The URLs of the three services."""
+    """The URLs of the four services."""
 
     s3: str
     bedrock_runtime: str
     s3vectors: str
+    bedrock: str
 
 
 class Emulator:
@@ -92,18 +112,22 @@ class Emulator:
     def __init__(self, settings: EmulatorSettings | None = None) -> None:
         self.settings = settings or EmulatorSettings()
         self._async_jobs = self.settings.async_jobs
+        self._batch_jobs = self.settings.batch_jobs
+        self._batch_limits = self.settings.batch_limits
         self._moto: ThreadedMotoServer | None = None
         self._servers: list[BackgroundServer] = []
         self._nova: NovaRuntime | None = None
         self._vectors: S3VectorsService | None = None
         self._bedrock_app: ServiceApp | None = None
         self._s3vectors_app: ServiceApp | None = None
+        self._batch: BatchInferenceService | None = None
+        self._batch_app: ServiceApp | None = None
         self._endpoints: Endpoints | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> Emulator:
-        """Start all three servers; returns once each is listening."""
+        """Start all four servers; returns once each is listening."""
         settings = self.settings
         for name in ("werkzeug", "moto"):
             logging.getLogger(name).setLevel(logging.WARNING)
@@ -116,13 +140,14 @@ class Emulator:
         state = settings.state_dir
         if state is not None:
             state.mkdir(parents=True, exist_ok=True)
-        self._nova = NovaRuntime(
+        nova = NovaRuntime(
             S3ObjectStore(s3_url, settings.region),
             state_dir=None if state is None else state / "bedrock",
             region=settings.region,
             account_id=settings.account_id,
             job_behaviour=lambda: self._async_jobs,
         )
+        self._nova = nova
         self._vectors = S3VectorsService(
             None if state is None else state / "s3vectors",
             region=settings.region,
@@ -153,25 +178,50 @@ class Emulator:
             max_body_bytes=S3VECTORS_MAX_REQUEST_BYTES,
         )
         self._s3vectors_app.faults.configure(settings.s3vectors_faults)
+        self._batch = BatchInferenceService(
+            S3BatchStorage(s3_url, settings.region),
+            lambda body: nova.invoke_model(NOVA_MODEL_ID, body, None, None),
+            state_dir=None if state is None else state / "bedrock",
+            region=settings.region,
+            account_id=settings.account_id,
+            behaviour=lambda: self._batch_jobs,
+            limits=lambda: self._batch_limits,
+            clock=settings.batch_clock,
+        )
+        self._batch_app = ServiceApp(
+            "bedrock",
+            BEDROCK_CONTROL_ROUTES,
+            self._dispatch_batch,
+            FaultInjector("ThrottlingException", bedrock_control_error),
+            bedrock_control_error,
+            on_control=self._batch_control,
+        )
+        self._batch_app.faults.configure(settings.bedrock_control_faults)
         bedrock_server = BackgroundServer(self._bedrock_app, settings.host, settings.bedrock_port)
         vectors_server = BackgroundServer(
             self._s3vectors_app, settings.host, settings.s3vectors_port
         )
-        self._servers = [bedrock_server, vectors_server]
+        control_server = BackgroundServer(
+            self._batch_app, settings.host, settings.bedrock_control_port
+        )
+        self._servers = [bedrock_server, vectors_server, control_server]
         for server in self._servers:
             server.start()
         self._endpoints = Endpoints(
             s3=s3_url,
             bedrock_runtime=_url(settings.host, bedrock_server.port),
             s3vectors=_url(settings.host, vectors_server.port),
+            bedrock=_url(settings.host, control_server.port),
         )
         return self
 
     def stop(self) -> None:
-        """Stop the servers and the async job runner; state on disk is kept."""
+        """Stop the servers and the job runners; state on disk is kept."""
         for server in self._servers:
             server.stop()
         self._servers = []
+        if self._batch is not None:
+            self._batch.close()
         if self._nova is not None:
             self._nova.close()
         if self._vectors is not None:
@@ -203,16 +253,19 @@ class Emulator:
             "AWS_ENDPOINT_URL_S3": endpoints.s3,
             "AWS_ENDPOINT_URL_BEDROCK_RUNTIME": endpoints.bedrock_runtime,
             "AWS_ENDPOINT_URL_S3VECTORS": endpoints.s3vectors,
+            "AWS_ENDPOINT_URL_BEDROCK": endpoints.bedrock,
             "AWS_ACCESS_KEY_ID": DUMMY_ACCESS_KEY_ID,
             "AWS_SECRET_ACCESS_KEY": DUMMY_SECRET_ACCESS_KEY,
             "AWS_DEFAULT_REGION": self.settings.region,
         }
 
     def client(self, service: str, **config: Any) -> BaseClient:
-        """A boto3 client for ``s3``, ``bedrock-runtime`` or ``s3vectors`` aimed at the stand-in."""
+        """A boto3 client for ``s3``, ``bedrock-runtime``, ``bedrock`` or ``s3vectors`` aimed at
+        the stand-in."""
         urls = {
             "s3": self.endpoints.s3,
             "bedrock-runtime": self.endpoints.bedrock_runtime,
+            "bedrock": self.endpoints.bedrock,
             "s3vectors": self.endpoints.s3vectors,
         }
         return boto3.client(
@@ -232,8 +285,12 @@ class Emulator:
         bedrock_faults: tuple[Misbehaviour, ...] | None = None,
         s3vectors_faults: tuple[Misbehaviour, ...] | None = None,
         async_jobs: AsyncJobBehaviour | None = None,
+        bedrock_control_faults: tuple[Misbehaviour, ...] | None = None,
+        batch_jobs: BatchJobBehaviour | None = None,
+        batch_limits: BatchLimits | None = None,
     ) -> None:
-        """Change misbehaviour while running; what is not given stays as it is."""
+        """Change misbehaviour (and batch quotas) while running; what is not given stays as it
+        is. Batch jobs keep the behaviour and quotas in force when they were created."""
         if bedrock_faults is not None:
             self._apps()[0].faults.configure(bedrock_faults)
         if s3vectors_faults is not None:
@@ -241,21 +298,38 @@ class Emulator:
         if async_jobs is not None:
             self._async_jobs = async_jobs
             self.settings = replace(self.settings, async_jobs=async_jobs)
+        if bedrock_control_faults is not None:
+            self._control_app().faults.configure(bedrock_control_faults)
+        if batch_jobs is not None:
+            self._batch_jobs = batch_jobs
+            self.settings = replace(self.settings, batch_jobs=batch_jobs)
+        if batch_limits is not None:
+            self._batch_limits = batch_limits
+            self.settings = replace(self.settings, batch_limits=batch_limits)
 
     def stats(self) -> dict[str, Any]:
         """Calls and errors per operation, per service, since start or the last reset."""
         bedrock, vectors = self._apps()
-        return {"bedrock-runtime": bedrock.stats.snapshot(), "s3vectors": vectors.stats.snapshot()}
+        return {
+            "bedrock-runtime": bedrock.stats.snapshot(),
+            "s3vectors": vectors.stats.snapshot(),
+            "bedrock": self._control_app().stats.snapshot(),
+        }
 
     def reset_stats(self) -> None:
         """Start counting calls afresh."""
-        for app in self._apps():
+        for app in (*self._apps(), self._control_app()):
             app.stats.reset()
 
     def _apps(self) -> tuple[ServiceApp, ServiceApp]:
         if self._bedrock_app is None or self._s3vectors_app is None:
             raise RuntimeError("the stand-in is not running; call start() first")
         return self._bedrock_app, self._s3vectors_app
+
+    def _control_app(self) -> ServiceApp:
+        if self._batch_app is None:
+            raise RuntimeError("the stand-in is not running; call start() first")
+        return self._batch_app
 
     # -- dispatch --------------------------------------------------------------------------
 
@@ -277,6 +351,32 @@ class Emulator:
     def _dispatch_s3vectors(self, call: Call) -> Mapping[str, Any]:
         assert self._vectors is not None
         return self._vectors.handle(call.operation, call.body, call.path_params, call.query)
+
+    def _dispatch_batch(self, call: Call) -> Mapping[str, Any]:
+        assert self._batch is not None
+        if call.operation == "CreateModelInvocationJob":
+            return self._batch.create_job(call.body)
+        if call.operation == "GetModelInvocationJob":
+            return self._batch.get_job(call.path_params["jobIdentifier"])
+        if call.operation == "StopModelInvocationJob":
+            return self._batch.stop_job(call.path_params["jobIdentifier"])
+        return self._batch.list_jobs(call.query)
+
+    def _batch_control(self, action: str, document: Mapping[str, Any]) -> Mapping[str, Any]:
+        if action != "faults":
+            raise ValueError(f"unknown control action {action!r}")
+        rules = tuple(Misbehaviour.from_json(rule) for rule in document.get("rules", []))
+        jobs, limits = document.get("batch_jobs"), document.get("batch_limits")
+        self.configure(
+            bedrock_control_faults=rules,
+            batch_jobs=None if jobs is None else BatchJobBehaviour.from_json(jobs),
+            batch_limits=None if limits is None else BatchLimits.from_json(limits),
+        )
+        return {
+            "rules": [rule.to_json() for rule in rules],
+            "batch_jobs": self._batch_jobs.to_json(),
+            "batch_limits": self._batch_limits.to_json(),
+        }
 
     def _bedrock_control(self, action: str, document: Mapping[str, Any]) -> Mapping[str, Any]:
         if action != "faults":

@@ -1,4 +1,5 @@
-"""Misbehaviour on request: latency, a request-rate quota, random throttles and 5xx, failing jobs.
+"""Misbehaviour on request: latency, a request-rate quota, random throttles and 5xx, failing jobs
+(async invocations and batch inference jobs).
 
 Every decision is drawn from a hash of (seed, operation, n-th call of that operation), so a
 given sequence of calls meets the same faults on every run whatever the thread scheduling.
@@ -99,6 +100,51 @@ class AsyncJobBehaviour:
         unknown = set(document) - known
         if unknown:
             raise ValueError(f"unknown async job settings: {sorted(unknown)}")
+        return cls(**dict(document))
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object ``from_json`` reads."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class BatchJobBehaviour:
+    """How the stand-in's batch inference jobs (CreateModelInvocationJob) run.
+
+    A job spends ``phase_seconds`` in each of ``Submitted`` and ``Validating``, then
+    ``queue_seconds`` ``Scheduled``, then ``job_seconds`` plus ``seconds_per_record`` per record
+    ``InProgress``; a stop spends ``phase_seconds`` ``Stopping``. A slow job (long queue or long
+    run) meets its own timeout: ``Expired`` if it is still queued, ``PartiallyCompleted`` if it
+    is running. A job that runs to its end fails (``Failed``) with probability ``failure_rate``;
+    otherwise it is partial with probability ``partial_rate``, in which case each record is left
+    unprocessed with probability ``record_failure_rate`` and the job ends ``PartiallyCompleted``.
+    """
+
+    seed: int = 0
+    phase_seconds: float = 0.5
+    queue_seconds: float = 0.5
+    job_seconds: float = 2.0
+    seconds_per_record: float = 0.0
+    failure_rate: float = 0.0
+    partial_rate: float = 0.0
+    record_failure_rate: float = 0.25
+
+    def __post_init__(self) -> None:
+        for name in ("failure_rate", "partial_rate", "record_failure_rate"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be between 0 and 1, got {value}")
+        for name in ("phase_seconds", "queue_seconds", "job_seconds", "seconds_per_record"):
+            if getattr(self, name) < 0:
+                raise ValueError("batch job durations must not be negative")
+
+    @classmethod
+    def from_json(cls, document: Mapping[str, Any]) -> BatchJobBehaviour:
+        """Build from a JSON object with the field names; unknown names are an error."""
+        known = {f.name for f in fields(cls)}
+        unknown = set(document) - known
+        if unknown:
+            raise ValueError(f"unknown batch job settings: {sorted(unknown)}")
         return cls(**dict(document))
 
     def to_json(self) -> dict[str, Any]:
