@@ -238,6 +238,7 @@ def command_plan(args: argparse.Namespace) -> int:
     """``novaflow plan``: a dry run a user can trust; prints the plan and its estimated cost."""
     from tasks.aws_clients import s3_client
     from tasks.corpus.source import CorpusSource, corpus_items
+    from tasks.plan.estimates import BATCH_MIN_RECORDS_PER_JOB, backfill_estimate
     from tasks.plan.stage import planned_run
     from tasks.records import new_run_id
 
@@ -260,6 +261,21 @@ def command_plan(args: argparse.Namespace) -> int:
     )
     print(f"  index    {totals.keys_to_delete} stale keys to delete")
     print(f"  cost     ~${totals.estimated_cost_usd:.4f} (on-demand prices in settings)")
+    estimate = backfill_estimate(
+        totals.units_to_embed,
+        totals.estimated_cost_usd,
+        settings.throughput.requests_per_second,
+        settings.prices.batch_share_of_on_demand,
+    )
+    print(
+        f"  on-demand {estimate.units} InvokeModel calls, ~{estimate.on_demand_hours:.2f} h at "
+        f"{settings.throughput.requests_per_second:g} req/s, ~${estimate.on_demand_usd:.4f}"
+    )
+    print(
+        f"  batch    {estimate.batch_jobs} batch inference job(s), ~${estimate.batch_usd:.4f}"
+        if estimate.batch_possible
+        else f"  batch    too few units for a batch job (at least {BATCH_MIN_RECORDS_PER_JOB})"
+    )
     print(f"  details  {settings.store}/runs/{run_id}/plan.parquet")
     print(f"  run it   novaflow run --run-id {run_id} …same source and store…")
     return 0

@@ -256,6 +256,9 @@ class Prices(_Frozen):
     per_image: float = 0.00006
     video_per_second: float = 0.0007
     audio_per_second: float = 0.00014
+    # Bedrock batch inference bills "50% of on-demand" for the models that support it: the
+    # figure AWS's pricing page and several FinOps write-ups give (aws-apis.md; verify).
+    batch_share_of_on_demand: float = Field(0.5, gt=0, le=1)
 
 
 class NovaflowSettings(BaseSettings):

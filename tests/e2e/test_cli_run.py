@@ -113,6 +113,8 @@ def test_plan_is_a_dry_run_with_a_cost(tmp_path: Path) -> None:
     assert plan.returncode == 0, plan.stderr[-3000:]
     assert "(no model was called)" in plan.stdout
     assert "cost     ~$0.0" in plan.stdout
+    assert "InvokeModel calls, ~0.00 h at 20 req/s" in plan.stdout  # the on-demand way …
+    assert "too few units for a batch job (at least 100)" in plan.stdout  # … and the batch way
     assert not list((tmp_path / "store").glob("embeddings/*/*.parquet"))
 
 
