@@ -257,7 +257,8 @@ def command_plan(args: argparse.Namespace) -> int:
     )
     print(
         f"  units    {totals.units_to_embed} to embed in {totals.shards} shard(s), "
-        f"{totals.async_units} for async jobs"
+        f"{totals.async_units} for async jobs, {totals.units_reused} reused "
+        f"(~${totals.reused_cost_usd:.4f} of calls saved)"
     )
     print(f"  index    {totals.keys_to_delete} stale keys to delete")
     print(f"  cost     ~${totals.estimated_cost_usd:.4f} (on-demand prices in settings)")

@@ -19,6 +19,8 @@ class PlanTotals:
 
     items: dict[str, int] = field(default_factory=lambda: dict.fromkeys(CHANGES, 0))
     units_to_embed: int = 0
+    units_reused: int = 0  # units that take a vector already embedded (no model call)
+    reused_cost_usd: float = 0.0  # what embedding those would have cost
     async_units: int = 0
     keys_to_delete: int = 0
     failures: int = 0
@@ -31,6 +33,8 @@ class PlanTotals:
         return cls(
             items=dict(document["items"]),
             units_to_embed=int(document["units_to_embed"]),
+            units_reused=int(document.get("units_reused", 0)),
+            reused_cost_usd=float(document.get("reused_cost_usd", 0.0)),
             async_units=int(document["async_units"]),
             keys_to_delete=int(document["keys_to_delete"]),
             failures=int(document["failures"]),
@@ -43,6 +47,8 @@ class PlanTotals:
         return {
             "items": dict(self.items),
             "units_to_embed": self.units_to_embed,
+            "units_reused": self.units_reused,
+            "reused_cost_usd": self.reused_cost_usd,
             "async_units": self.async_units,
             "keys_to_delete": self.keys_to_delete,
             "failures": self.failures,

@@ -70,6 +70,9 @@ class Unit:
     metadata_json: str = "{}"
     fingerprint: str = ""  # the item's, so a stage can fetch the very version that was planned
     encoding: str | None = None  # the item's declared text encoding
+    # What the model is sent, hashed (set by the plan, kept in its routing table, not in the
+    # shards): under one embedding config, units with one digest have one vector.
+    digest: str = ""
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,31 @@ UNITS = pa.schema(
 )
 """``runs/<run_id>/shards/shard-<n>.parquet``: the units one embedding task run handles."""
 
+SYNC_UNITS = UNITS.append(pa.field("digest", pa.string(), nullable=False)).append(
+    pa.field("cost_usd", pa.float64(), nullable=False)
+)
+"""``runs/<run_id>/sync_units.parquet``: every sync unit planned, with the digest of its input
+and its estimated cost, before reuse is decided."""
+
+REUSED_UNITS = pa.schema(
+    [
+        pa.field("key", pa.string(), nullable=False),
+        pa.field("source_run", pa.string(), nullable=False),
+        pa.field("source_key", pa.string(), nullable=False),
+    ]
+)
+"""``runs/<run_id>/reused_units.parquet``: units that take the vector of ``source_key`` as run
+``source_run`` checkpointed it (this run's own, for a copy within it)."""
+
+DIGESTS = pa.schema(
+    [
+        pa.field("digest", pa.string(), nullable=False),
+        pa.field("key", pa.string(), nullable=False),
+        pa.field("run_id", pa.string(), nullable=False),
+    ]
+)
+"""``digests/config=<hash>/run=<run_id>.parquet``: the input digest of each unit a run embedded."""
+
 PLAN = pa.schema(
     [
         pa.field("item_id", pa.string(), nullable=False),

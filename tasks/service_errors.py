@@ -67,6 +67,8 @@ RETRIED_NEXT_RUN_CODES = TRANSIENT_CODES | frozenset(
     {
         "throttled",
         "shard_failed",
+        # a reused vector's checkpoint was gone: embedded by the next run
+        "reuse_source_missing",
         # async jobs: failed or timed out on the service's side, or the stage itself failed
         "job_failed",
         "job_deadline",

@@ -100,6 +100,24 @@ class CheckpointStore:
         """The plan's totals (JSON), written last: present means the whole plan is on disk."""
         return self._path("runs", run_id, "plan-totals.json")
 
+    def sync_units_path(self, run_id: str) -> str:
+        """Every synchronous unit of a run's plan with its input digest and estimated cost,
+        before the ones whose vector already exists are set aside for reuse."""
+        return self._path("runs", run_id, "sync_units.parquet")
+
+    def reused_units_path(self, run_id: str) -> str:
+        """The units of a run that take an existing vector: which run's which key."""
+        return self._path("runs", run_id, "reused_units.parquet")
+
+    def digests_dir(self, config_hash: str) -> str:
+        """Which key of which run holds the vector of each input digest, under one embedding
+        config: a file per run (``run=<id>.parquet``), sorted by digest."""
+        return self._path("digests", f"config={config_hash}")
+
+    def reused_embeddings_path(self, run_id: str) -> str:
+        """The run's checkpoint rows of reused vectors, beside its shards' and jobs'."""
+        return f"{self.embeddings_dir(run_id)}/reused.parquet"
+
     def async_units_path(self, run_id: str) -> str:
         """The units of a run that go to async jobs, as its plan wrote them."""
         return self._path("runs", run_id, "async_units.parquet")
@@ -164,6 +182,10 @@ class CheckpointStore:
     def job_failures_path(self, run_id: str, unit_key: str) -> str:
         """The failed segments (or the failed job) of one async unit."""
         return self._path("failures", f"run={run_id}", job_part_name(unit_key))
+
+    def reused_failures_path(self, run_id: str) -> str:
+        """The reused units that found no vector to take."""
+        return self._path("failures", f"run={run_id}", "reused.parquet")
 
     def shard_failures_path(self, run_id: str, shard: int) -> str:
         """The units one shard quarantined."""

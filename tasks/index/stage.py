@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from tasks.aws_clients import s3vectors_client
+from tasks.index.reused_vectors import recorded_digests, written_reused_vectors
 from tasks.index.searchable_text import TextCounts, held_vectors, with_searchable_texts
 from tasks.job_ledger import JobLedger
 from tasks.outcomes import LoadOutcome
@@ -84,6 +85,8 @@ def loaded_index(settings: NovaflowSettings, run_id: str) -> LoadOutcome:
     """Put every vector the run embedded, then delete the keys its plan marked stale and those
     its async jobs made stale."""
     store = CheckpointStore(settings.store)
+    config_hash = settings.embedding.config_hash()
+    written_reused_vectors(store, run_id, settings.embedding.dimension, config_hash)
     client = s3vectors_client()
     non_filterable = ensure_index(client, settings.index, settings.embedding.dimension)
     # Fitted to the keys the index really has (one made before searchable text keeps its own).
@@ -125,6 +128,8 @@ def committed_state(settings: NovaflowSettings, run_id: str) -> int:
     store = CheckpointStore(settings.store)
     index = settings.index
     config_hash = settings.embedding.config_hash()
-    return committed_run(
+    held = committed_run(
         store, index.vector_bucket, index.index, run_id, config_hash, index.searchable_text
     )
+    recorded_digests(store, run_id, config_hash)
+    return held

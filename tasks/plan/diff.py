@@ -15,18 +15,20 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from tasks import schemas
 from tasks.media.images import PreparationError
 from tasks.outcomes import Change, PlanTotals
 from tasks.plan.buckets import CorpusBuckets
+from tasks.plan.reuse import reuse_decision
 from tasks.plan.units import expanded_item
 from tasks.records import Failure, Item, Unit, routed
 from tasks.settings import EmbeddingSettings, Prices
 from tasks.state.dataset import StateDataset, StateEntry
 from tasks.state.layout import StateLayout, partitions_of
 from tasks.store import CheckpointStore
-from tasks.tables import failures_table, units_table
+from tasks.tables import failures_table, units_from_table, units_table
 
 UNCHANGED_REASON = "same content and settings"
 QUARANTINED_REASON = "quarantined earlier; skipped until the file changes"
@@ -291,32 +293,38 @@ def _plan_row(plan: ItemPlan) -> dict[str, object]:
     }
 
 
+def _sync_rows(plan: ItemPlan) -> list[dict[str, object]]:
+    """The plan's sync units as rows of :data:`schemas.SYNC_UNITS` (each with its share of the
+    item's estimated cost)."""
+    names = schemas.UNITS.names
+    share = plan.estimated_cost_usd / max(1, len(plan.units))
+    return [
+        {**{name: getattr(unit, name) for name in names}, "digest": unit.digest, "cost_usd": share}
+        for unit in plan.sync_units
+    ]
+
+
 def write_plan(
     store: CheckpointStore,
     run_id: str,
     plans: Iterable[ItemPlan | Failure | pa.Table],
     shard_size: int,
+    config_hash: str,
     batch_rows: int = 1000,
 ) -> PlanTotals:
-    """Stream ``plans`` into the run's plan, shard files and plan failures; returns the totals.
-
-    Sync units are cut into shards of ``shard_size`` (the unit of work of one task run), in
-    plan order, so the same plan always yields the same shards.
-    """
+    """Stream ``plans`` into the run's plan, its sync units and plan failures; decide which
+    units reuse an existing vector (:mod:`tasks.plan.reuse`); cut the others into shards of
+    ``shard_size`` (the unit of work of one task run), in plan order, so the same plan always
+    yields the same shards. Returns the totals."""
     totals = PlanTotals()
-    pending_units: list[Unit] = []
     failures: list[Failure] = []
     async_units: list[Unit] = []
     rows: list[dict[str, object]] = []
-
-    def flush_shard() -> None:
-        totals.shards += 1
-        store.write_table(
-            store.shard_units_path(run_id, totals.shards), units_table(pending_units[:shard_size])
-        )
-        del pending_units[:shard_size]
-
-    with store.table_writer(store.plan_path(run_id), schemas.PLAN) as plan_writer:
+    sync_rows: list[dict[str, object]] = []
+    with (
+        store.table_writer(store.plan_path(run_id), schemas.PLAN) as plan_writer,
+        store.table_writer(store.sync_units_path(run_id), schemas.SYNC_UNITS) as sync_writer,
+    ):
         for entry in plans:
             if isinstance(entry, Failure):
                 failures.append(entry)
@@ -327,18 +335,52 @@ def write_plan(
                 continue
             _count(totals, entry)
             rows.append(_plan_row(entry))
-            pending_units.extend(entry.sync_units)
+            sync_rows.extend(_sync_rows(entry))
             async_units.extend(entry.async_units)
-            while len(pending_units) >= shard_size:
-                flush_shard()
             if len(rows) >= batch_rows:
                 plan_writer.write_table(pa.Table.from_pylist(rows, schema=schemas.PLAN))
                 rows.clear()
+            if len(sync_rows) >= batch_rows:
+                sync_writer.write_table(pa.Table.from_pylist(sync_rows, schema=schemas.SYNC_UNITS))
+                sync_rows.clear()
         if rows:
             plan_writer.write_table(pa.Table.from_pylist(rows, schema=schemas.PLAN))
-    while pending_units:
-        flush_shard()
+        if sync_rows:
+            sync_writer.write_table(pa.Table.from_pylist(sync_rows, schema=schemas.SYNC_UNITS))
+    reuse = reuse_decision(store, run_id, config_hash)
+    totals.units_to_embed -= len(reuse.keys)
+    totals.units_reused = len(reuse.keys)
+    totals.reused_cost_usd = reuse.saved_usd
+    totals.estimated_cost_usd -= reuse.saved_usd
+    totals.shards = _cut_shards(store, run_id, shard_size, reuse.keys)
     totals.failures = len(failures)
     store.write_table(store.plan_failures_path(run_id), failures_table(failures))
     store.write_table(store.async_units_path(run_id), units_table(async_units))
     return totals
+
+
+def _cut_shards(
+    store: CheckpointStore, run_id: str, shard_size: int, reused: frozenset[str]
+) -> int:
+    """Write the run's sync units other than ``reused`` as shards; returns how many."""
+    pending: list[Unit] = []
+    shards = 0
+
+    def flush() -> None:
+        nonlocal shards
+        shards += 1
+        store.write_table(store.shard_units_path(run_id, shards), units_table(pending[:shard_size]))
+        del pending[:shard_size]
+
+    reused_keys = pa.array(sorted(reused), pa.string())
+    parquet = pq.ParquetFile(store.sync_units_path(run_id), filesystem=store.filesystem)
+    for batch in parquet.iter_batches(batch_size=10_000, columns=schemas.UNITS.names):
+        table = pa.Table.from_batches([batch]).cast(schemas.UNITS)
+        if reused:
+            table = table.filter(pc.invert(pc.is_in(table["key"], value_set=reused_keys)))
+        pending.extend(units_from_table(table))
+        while len(pending) >= shard_size:
+            flush()
+    while pending:
+        flush()
+    return shards

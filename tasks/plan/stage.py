@@ -85,7 +85,9 @@ def planned_run(
             lambda item: local_source(item.uri, item.fingerprint),
             partial=partial,
         )
-        totals = write_plan(store, run_id, plans, settings.throughput.shard_size)
+        totals = write_plan(
+            store, run_id, plans, settings.throughput.shard_size, settings.embedding.config_hash()
+        )
     current = sum(totals.items[change] for change in ("new", "changed", "unchanged"))
     if current == 0 and totals.items["removed"] and not allow_empty_corpus:
         raise EmptyCorpusError(

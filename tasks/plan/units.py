@@ -7,6 +7,7 @@ can be trusted before a backfill.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,13 +59,27 @@ def expanded_item(
     if item.modality == "pdf":
         pages = pdf_page_count(str(local_path))
         units = tuple(
-            Unit(key=page_key(item.item_id, page), kind="pdf_page", page=page, **base)
+            Unit(
+                key=page_key(item.item_id, page),
+                kind="pdf_page",
+                page=page,
+                digest=input_digest("pdf_page", f"{item.fingerprint}#page={page}"),
+                **base,
+            )
             for page in range(1, pages + 1)
         )
         return Expansion(units, pages * prices.per_image)
     if item.modality == "image":
         return Expansion(
-            (Unit(key=image_key(item.item_id), kind="image", **base),), prices.per_image
+            (
+                Unit(
+                    key=image_key(item.item_id),
+                    kind="image",
+                    digest=input_digest("image", item.fingerprint),
+                    **base,
+                ),
+            ),
+            prices.per_image,
         )
     if item.modality == "text":
         text = decoded_text(local_path.read_bytes(), item.encoding)
@@ -89,6 +104,7 @@ def expanded_item(
                 kind="text_chunk",
                 char_start=start,
                 char_end=end,
+                digest=input_digest("text_chunk", text[start:end]),
                 **base,
             )
             for n, (start, end) in enumerate(spans)
@@ -114,6 +130,9 @@ def expanded_item(
                 kind=item.modality,
                 start_seconds=0.0,
                 end_seconds=facts.duration_seconds,
+                digest=input_digest(
+                    item.modality, f"{item.fingerprint}#t=0-{facts.duration_seconds}"
+                ),
                 **base,
             )
             return Expansion((unit,), cost)
@@ -130,6 +149,13 @@ def expanded_item(
         )
         return Expansion((placeholder,), cost)
     raise PreparationError("unsupported_type", f"novaflow cannot embed {item.modality!r} items")
+
+
+def input_digest(kind: str, content: str) -> str:
+    """The digest of what a unit sends the model: its text for a chunk; for a page, an image or
+    a clip, the item's content fingerprint (a SHA-256 of local bytes, an S3 ETag and size) and
+    where in it, since the bytes sent follow from those and the embedding config."""
+    return hashlib.sha256(f"{kind}\n{content}".encode()).hexdigest()
 
 
 def _async_checked(

@@ -80,6 +80,8 @@ class RunSummary:
     metadata_warnings: tuple[str, ...] = ()
     texts_attached: int = 0
     texts_truncated: int = 0
+    units_reused: int = 0  # took a vector already embedded: no model call
+    reused_cost_usd: float = 0.0  # what those calls would have cost
 
     @property
     def units_add_up(self) -> bool:
@@ -191,6 +193,8 @@ def run_summary(
         estimated_cost_usd=round(totals.estimated_cost_usd, 6),
         failures_by_code=dict(sorted(codes.items())),
         metadata_warnings=load.metadata_warnings,
+        units_reused=totals.units_reused,
+        reused_cost_usd=round(totals.reused_cost_usd, 6),
         texts_attached=load.texts_attached,
         texts_truncated=load.texts_truncated,
     )
@@ -213,7 +217,13 @@ def summary_lines(summary: RunSummary) -> list[str]:
         + ("" if ended.adds_up else _NOT_ADDING_UP),
         f"  rows     {ended.rows_rejected} manifest rows rejected",
         f"  units    {summary.units_embedded} embedded, {summary.units_quarantined} quarantined "
-        f"of {summary.units_planned} planned" + ("" if summary.units_add_up else _NOT_ADDING_UP),
+        f"of {summary.units_planned} planned"
+        + ("" if summary.units_add_up else _NOT_ADDING_UP)
+        + (
+            f"; {summary.units_reused} reused (calls saved, ~${summary.reused_cost_usd:.4f})"
+            if summary.units_reused
+            else ""
+        ),
         *_async_lines(summary),
         f"  index    {summary.vectors_written} vectors written, "
         f"{summary.keys_deleted} keys deleted"

@@ -26,6 +26,9 @@ def _env(tmp_path: Path) -> dict[str, str]:
         **keep,
         "PREFECT_HOME": str(tmp_path / "prefect-home"),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        # as novaflow's own command sets it: a loaded 2-core CI machine starts the temporary
+        # Prefect API slowly
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
     }
 
 

@@ -184,4 +184,6 @@ def test_a_metadata_edit_rewrites_that_items_vectors_with_the_new_metadata(
     )["vectors"]
     assert got[0]["metadata"]["topic"] == "bebop"
     pages = len([k for k in _index_keys(client, settings) if k.startswith("pdf/jazz-history#")])
-    assert second.model_calls == pages
+    # the pages' inputs did not change: their vectors are reused, written with the new metadata
+    assert second.model_calls == 0
+    assert second.units_reused == pages
