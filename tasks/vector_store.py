@@ -50,6 +50,7 @@ MAX_KEPT_WARNINGS = 100
 # Bytes of one float in botocore's JSON (", " separators) after ``_wire_floats``: at most 9
 # significant digits, so ≤ 16 characters plus separator below 1e9; a raw float64 repr ≤ 24.
 _COMPACT_FLOAT_BYTES, _RAW_FLOAT_BYTES = 18, 26
+_POWERS_OF_TEN = 10.0 ** np.arange(23)  # exact doubles, as np.power(10.0, n) gives them
 
 
 class IndexMismatchError(RuntimeError):
@@ -158,6 +159,10 @@ def fitted_metadata(
             reasons[key] = "value must be a string, number, boolean or a list of those"
         else:
             kept[key] = storable
+    # The filterable part is part of the whole: a whole within the smallest limit drops nothing
+    # (the common case, settled with one measurement).
+    if not reasons and len(kept) <= MAX_METADATA_KEYS and _json_bytes(kept) <= MAX_FILTERABLE_BYTES:
+        return FittedMetadata(kept, (), None)
     non_filterable = set(non_filterable_keys)
 
     def filterable() -> dict[str, Any]:
@@ -512,10 +517,12 @@ def _storable(value: Any) -> Any:
 def _vector_problem(key: str, vector: np.ndarray, metric: str) -> str | None:
     if not 1 <= len(key) <= MAX_VECTOR_KEY_CHARS:
         return f"vector key must be 1-{MAX_VECTOR_KEY_CHARS} characters"
-    values = np.asarray(vector, dtype=np.float64)
+    values = np.asarray(vector)
+    if values.dtype != np.float32:  # float32 is what is sent: judge that, as the service will
+        values = values.astype(np.float64)
     if values.ndim != 1 or not np.isfinite(values).all():
         return "vector must be one-dimensional with no NaN or Infinity"
-    if metric == "cosine" and not values.astype(np.float32).any():
+    if metric == "cosine" and not values.astype(np.float32, copy=False).any():
         return "a cosine index refuses an all-zero vector"
     return None
 
@@ -532,11 +539,13 @@ def _wire_floats(vector: np.ndarray) -> tuple[np.ndarray, int]:
     values = vector.astype(np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
         shift = 8 - np.floor(np.log10(np.abs(values)))
-    # Powers of ten are exact doubles only up to 1e22; outside 1e-14..1e9, send values as they are.
-    compact = np.isfinite(shift) & (shift >= 0) & (shift <= 22)
-    scale = np.power(10.0, np.where(compact, shift, 0.0))
+        # Powers of ten are exact doubles only up to 1e22; outside 1e-14..1e9 (and for 0, NaN
+        # and infinities, whose shift is not finite) values are sent as they are.
+        compact = (shift >= 0) & (shift <= 22)
+    scale = _POWERS_OF_TEN[np.where(compact, shift, 0.0).astype(np.intp)]
     wire = np.where(compact, np.round(values * scale) / scale, values)
-    bound = int(np.where(compact, _COMPACT_FLOAT_BYTES, _RAW_FLOAT_BYTES).sum())
+    compact_count = int(np.count_nonzero(compact))
+    bound = _COMPACT_FLOAT_BYTES * compact_count + _RAW_FLOAT_BYTES * (values.size - compact_count)
     return wire, bound
 
 

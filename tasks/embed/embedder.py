@@ -21,11 +21,12 @@ from __future__ import annotations
 import json
 import logging
 import math
+import queue
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -152,6 +153,9 @@ class Embedder:
         source = iter(work)
         requeued: deque[_Job] = deque()
         pending: set[Future[EmbeddedUnit | Failure | _Job]] = set()
+        # Each future puts itself here when done: taking the next finished one costs the same
+        # however many are in flight (``concurrent.futures.wait`` visits all of them each time).
+        finished: queue.SimpleQueue[Future[EmbeddedUnit | Failure | _Job]] = queue.SimpleQueue()
         exhausted = False
         self._hook_into_client(+1)
         try:
@@ -169,16 +173,18 @@ class Embedder:
                                     exhausted = True
                                     break
                                 job = _Job(key=item[0], item_id=item[1], make_payload=item[2])
-                            pending.add(pool.submit(self._run, job))
+                            future = pool.submit(self._run, job)
+                            pending.add(future)
+                            future.add_done_callback(finished.put)
                         if not pending:
                             return
-                        done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                        for future in done:
-                            outcome = future.result()
-                            if isinstance(outcome, _Job):
-                                requeued.append(outcome)
-                            else:
-                                yield outcome
+                        future = finished.get()
+                        pending.discard(future)
+                        outcome = future.result()
+                        if isinstance(outcome, _Job):
+                            requeued.append(outcome)
+                        else:
+                            yield outcome
                 finally:
                     for future in pending:
                         future.cancel()

@@ -12,7 +12,7 @@ import atexit
 import json
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import asdict, replace
 from functools import lru_cache
 from pathlib import Path
@@ -45,6 +45,8 @@ def process_pacer(requests_per_second: float) -> Pacer:
     return Pacer(requests_per_second)
 
 
+# One shard's embeddings file written at a time in this process; see ``_write_embeddings``.
+_embeddings_writes = threading.Lock()
 _idle_renderers: list[tuple[tuple[int, str], PageRenderer]] = []
 _renderers_lock = threading.Lock()
 
@@ -92,9 +94,12 @@ def _payload_of(unit: Unit, local: Path, settings: NovaflowSettings) -> Payload:
     return media_file_payload(local, unit.kind, s3_uri)  # type: ignore[arg-type]
 
 
-def _work(units: list[Unit], settings: NovaflowSettings, renderer: PageRenderer) -> Iterator[Work]:
+def _work(
+    units: list[Unit], settings: NovaflowSettings, renderer: PageRenderer | None
+) -> Iterator[Work]:
     """Each unit with a function that makes its payload; PDF pages are rendered ahead in the
-    renderer's processes, in order, a bounded number at a time."""
+    renderer's processes, in order, a bounded number at a time (``renderer`` may be None only
+    when there are no pages)."""
     pages = [unit for unit in units if unit.kind == "pdf_page"]
     others = [unit for unit in units if unit.kind != "pdf_page"]
     locals_by_item: dict[str, Path] = {}
@@ -104,7 +109,13 @@ def _work(units: list[Unit], settings: NovaflowSettings, renderer: PageRenderer)
             locals_by_item[unit.item_id] = local_source(unit.uri, unit.fingerprint)
         return locals_by_item[unit.item_id]
 
-    rendered = renderer.render((str(local_of(unit)), unit.page or 1) for unit in pages)
+    if pages and renderer is None:
+        raise ValueError("a shard with PDF pages needs a page renderer")
+    rendered = (
+        renderer.render((str(local_of(unit)), unit.page or 1) for unit in pages)
+        if renderer is not None
+        else iter(())
+    )
     for unit, (_, _, image) in zip(pages, rendered, strict=True):
 
         def page_payload(image: PreparedImage | PreparationError = image) -> Payload:
@@ -136,6 +147,19 @@ def _embedding_rows(result: EmbeddedUnit, unit: Unit, config_hash: str) -> list[
     ]
 
 
+def _write_embeddings(store: CheckpointStore, path: str, table: pa.Table) -> None:
+    """Write a shard's embeddings file, one at a time in this process, and hand Arrow's unused
+    memory back after it.
+
+    Writing 200 1,024-d vectors takes ~45 MB for a moment (Parquet tries a dictionary for the
+    float column before falling back to plain), and Arrow's allocator keeps it per thread for
+    the next write; shards started together finish together, so without the lock their writes
+    coincide and double the run's peak. A write takes milliseconds: the lock costs nothing."""
+    with _embeddings_writes:
+        store.write_table(path, table)
+        pa.default_memory_pool().release_unused()
+
+
 def embedded_shard(
     settings: NovaflowSettings, run_id: str, shard: int, pacer: RequestPacer | None = None
 ) -> ShardOutcome:
@@ -161,16 +185,21 @@ def embedded_shard(
     )
     rows: list[dict[str, object]] = []
     failures: list[Failure] = []
-    processes = min(throughput.render_processes, max(1, sum(u.kind == "pdf_page" for u in units)))
-    with borrowed_renderer(processes, settings.embedding) as renderer:
+    config_hash = settings.embedding.config_hash()
+    pages = sum(unit.kind == "pdf_page" for unit in units)
+    # Without pages no renderer is borrowed: making one imports PyMuPDF (~35 MB).
+    renderer_of_shard: AbstractContextManager[PageRenderer | None] = (
+        borrowed_renderer(min(throughput.render_processes, pages), settings.embedding)
+        if pages
+        else nullcontext()
+    )
+    with renderer_of_shard as renderer:
         for result in embedder.embed(_work(units, settings, renderer)):
             if isinstance(result, Failure):
                 unit = by_key.get(result.unit_key or "")
                 failures.append(replace(result, uri=result.uri or (unit.uri if unit else "")))
             else:
-                rows.extend(
-                    _embedding_rows(result, by_key[result.key], settings.embedding.config_hash())
-                )
+                rows.extend(_embedding_rows(result, by_key[result.key], config_hash))
     counters = embedder.counters
     outcome = ShardOutcome(
         shard=shard,
@@ -184,7 +213,7 @@ def embedded_shard(
     store.write_table(store.shard_failures_path(run_id, shard), failures_table(failures))
     store.write_text(outcome_path, json.dumps(asdict(outcome)))
     schema = schemas.embeddings_schema(settings.embedding.dimension)
-    store.write_table(done_path, pa.Table.from_pylist(rows, schema=schema))
+    _write_embeddings(store, done_path, pa.Table.from_pylist(rows, schema=schema))
     return outcome
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
+import orjson  # a dependency of Prefect's; parses an answer's floats ~5x faster than json
 
 from tasks.settings import EmbeddingSettings
 
@@ -147,9 +148,14 @@ def parsed_embeddings(response_body: bytes, dimension: int) -> list[tuple[str, n
     one pair, or two (video and audio) for ``AUDIO_VIDEO_SEPARATE``. Vectors are read-only
     float32 arrays of ``dimension`` finite values. Raises ``ResponseFormatError`` otherwise."""
     try:
-        document = json.loads(response_body)
-    except (ValueError, UnicodeDecodeError) as err:
-        raise ResponseFormatError(f"the InvokeModel answer is not JSON ({err})") from None
+        document = orjson.loads(response_body)
+    except orjson.JSONDecodeError:
+        # What orjson refuses and json takes (NaN, numbers beyond a double) is then judged below,
+        # as it always was.
+        try:
+            document = json.loads(response_body)
+        except (ValueError, UnicodeDecodeError) as err:
+            raise ResponseFormatError(f"the InvokeModel answer is not JSON ({err})") from None
     embeddings = document.get("embeddings") if isinstance(document, dict) else None
     if not isinstance(embeddings, list) or not embeddings:
         raise ResponseFormatError("the InvokeModel answer has no 'embeddings' list")
