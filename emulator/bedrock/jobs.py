@@ -21,11 +21,7 @@ With a state directory each record is one JSON file, ``<state_dir>/model-invocat
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import tempfile
-import threading
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -33,6 +29,7 @@ from typing import Any
 from emulator.bedrock.control_api import CreateJobRequest, VpcConfig
 from emulator.bedrock.limits import DEFAULT_TIMEOUT_HOURS, BatchLimits
 from emulator.bedrock.output import JobCounts
+from emulator.job_records import JobRecords
 from emulator.misbehaviour import BatchJobBehaviour
 from emulator.nova.runtime_api import iso8601
 
@@ -178,55 +175,8 @@ def next_step(record: BatchJobRecord) -> float | None:
     return None
 
 
-class BatchJobStore:
-    """Job records by job ID, in memory, and on disk when given a directory. Thread-safe."""
+class BatchJobStore(JobRecords[BatchJobRecord]):
+    """The batch job records, by job ID (on disk in ``directory`` when given). Thread-safe."""
 
     def __init__(self, directory: Path | None) -> None:
-        self._directory = directory
-        self._records: dict[str, BatchJobRecord] = {}
-        self._lock = threading.Lock()
-        if directory is not None:
-            directory.mkdir(parents=True, exist_ok=True)
-            for path in sorted(directory.glob("*.json")):
-                try:
-                    record = BatchJobRecord.from_json(json.loads(path.read_text("utf-8")))
-                except (OSError, ValueError, TypeError, KeyError) as err:
-                    _log.warning("skipping unreadable batch job record %s: %s", path, err)
-                    continue
-                self._records[record.job_id] = record
-
-    def get(self, job_id: str) -> BatchJobRecord | None:
-        """The record of ``job_id``, if there is one."""
-        with self._lock:
-            return self._records.get(job_id)
-
-    def with_token(self, token: str) -> BatchJobRecord | None:
-        """The job created with idempotency token ``token``, if any."""
-        with self._lock:
-            for record in self._records.values():
-                if record.client_request_token == token:
-                    return record
-        return None
-
-    def all(self) -> list[BatchJobRecord]:
-        """Every record, in no particular order."""
-        with self._lock:
-            return list(self._records.values())
-
-    def put(self, record: BatchJobRecord) -> None:
-        """Add or replace ``record`` (and its file)."""
-        with self._lock:
-            self._records[record.job_id] = record
-            if self._directory is not None:
-                _write_atomically(self._directory / f"{record.job_id}.json", record.to_json())
-
-
-def _write_atomically(path: Path, document: dict[str, Any]) -> None:
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            json.dump(document, file, indent=1, sort_keys=True)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+        super().__init__(directory, BatchJobRecord.from_json, "batch")

@@ -15,16 +15,14 @@ directory.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from emulator.job_records import JobRecords
 from emulator.misbehaviour import AsyncJobBehaviour
 from emulator.nova.runtime_api import iso8601
 
@@ -110,47 +108,11 @@ class JobRecord:
         return cls(**values)
 
 
-class JobStore:
-    """Job records by job ID, in memory, and on disk when given a directory. Thread-safe."""
+class JobStore(JobRecords[JobRecord]):
+    """The async job records, by job ID (on disk in ``directory`` when given). Thread-safe."""
 
     def __init__(self, directory: Path | None) -> None:
-        self._directory = directory
-        self._records: dict[str, JobRecord] = {}
-        self._lock = threading.Lock()
-        if directory is not None:
-            directory.mkdir(parents=True, exist_ok=True)
-            for path in sorted(directory.glob("*.json")):
-                try:
-                    record = JobRecord.from_json(json.loads(path.read_text("utf-8")))
-                except (OSError, ValueError, TypeError, KeyError) as err:
-                    _log.warning("skipping unreadable async job record %s: %s", path, err)
-                    continue
-                self._records[record.job_id] = record
-
-    def get(self, job_id: str) -> JobRecord | None:
-        """The record of ``job_id``, if there is one."""
-        with self._lock:
-            return self._records.get(job_id)
-
-    def with_token(self, token: str) -> JobRecord | None:
-        """The job submitted with idempotency token ``token``, if any."""
-        with self._lock:
-            for record in self._records.values():
-                if record.client_request_token == token:
-                    return record
-        return None
-
-    def all(self) -> list[JobRecord]:
-        """Every record, in no particular order."""
-        with self._lock:
-            return list(self._records.values())
-
-    def put(self, record: JobRecord) -> None:
-        """Add or replace ``record`` (and its file)."""
-        with self._lock:
-            self._records[record.job_id] = record
-            if self._directory is not None:
-                _write_atomically(self._directory / f"{record.job_id}.json", record.to_json())
+        super().__init__(directory, JobRecord.from_json, "async")
 
     def due(self, now: float) -> list[JobRecord]:
         """Jobs still in progress whose due time has come, earliest due first."""
@@ -228,14 +190,3 @@ class JobRunner:
                 delay = min(delay, max(0.0, next_due - self._clock()))
             self._wake.wait(delay)
             self._wake.clear()
-
-
-def _write_atomically(path: Path, document: dict[str, Any]) -> None:
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            json.dump(document, file, indent=1, sort_keys=True)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
