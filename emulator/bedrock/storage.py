@@ -10,11 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-import boto3
-from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from emulator.objects import ObjectNotFoundError
+from emulator.objects import S3ObjectStore
 
 
 @dataclass(frozen=True)
@@ -49,18 +47,9 @@ class BatchStorage(Protocol):
         ...
 
 
-class S3BatchStorage:
-    """A BatchStorage over a boto3 S3 client (moto's server in the stand-in)."""
-
-    def __init__(self, endpoint_url: str, region: str) -> None:
-        self._client = boto3.client(
-            "s3",
-            endpoint_url=endpoint_url,
-            region_name=region,
-            aws_access_key_id="novaflow-emulator",
-            aws_secret_access_key="novaflow-emulator",
-            config=Config(retries={"mode": "standard"}, max_pool_connections=16),
-        )
+class S3BatchStorage(S3ObjectStore):
+    """A BatchStorage over the services' S3 object store (moto's server in the stand-in), which
+    also finds objects and lists prefixes."""
 
     def bucket_exists(self, bucket: str) -> bool:
         try:
@@ -86,30 +75,9 @@ class S3BatchStorage:
                 found.append(StoredObject(f"s3://{bucket}/{item['Key']}", int(item["Size"])))
         return sorted(found, key=lambda stored: stored.uri)
 
-    def read(self, uri: str) -> bytes:
-        bucket, key = _split(uri)
-        try:
-            return self._client.get_object(Bucket=bucket, Key=key)["Body"].read()
-        except ClientError as err:
-            raise ObjectNotFoundError(uri) from err
-
-    def write(self, uri: str, data: bytes, content_type: str) -> None:
-        bucket, key = _split(uri)
-        try:
-            self._client.put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type)
-        except ClientError as err:
-            raise ObjectNotFoundError(uri) from err
-
 
 def split_location(uri: str) -> tuple[str, str]:
     """``s3://bucket/some/prefix`` → ``("bucket", "some/prefix")``; the key may be empty."""
     rest = uri.removeprefix("s3://")
     bucket, _, key = rest.partition("/")
-    return bucket, key
-
-
-def _split(uri: str) -> tuple[str, str]:
-    bucket, key = split_location(uri)
-    if not bucket or not key:
-        raise ValueError(f"not an S3 object URI: {uri!r}")
     return bucket, key
