@@ -25,6 +25,7 @@ from tasks.settings import (
     ThroughputSettings,
 )
 from tasks.store import CheckpointStore
+from tests.flows.stand_in_reads import index_keys
 
 SEGMENT_SECONDS = 15
 MISBEHAVING_RUN_ID = "misbehaving-2"
@@ -66,13 +67,6 @@ def _run(corpus: Path, settings: NovaflowSettings, **extra: str) -> RunSummary:
     manifest = _write_manifest(corpus)
     params = ReembedParameters(manifest=str(manifest), root=str(corpus), settings=settings, **extra)
     return reembed(params)
-
-
-def _index_keys(client: BaseClient, settings: NovaflowSettings) -> set[str]:
-    pages = client.get_paginator("list_vectors").paginate(
-        vectorBucketName=settings.index.vector_bucket, indexName=settings.index.index
-    )
-    return {vector["key"] for page in pages for vector in page["vectors"]}
 
 
 def _embedded_keys(store: CheckpointStore, run_id: str) -> set[str]:
@@ -161,9 +155,9 @@ def test_misbehaving_jobs_end_embedded_or_quarantined_and_the_counts_add_up(
             expected = math.ceil(durations[item_id] / SEGMENT_SECONDS)
             assert record.segments_embedded + record.segments_quarantined == expected
     # the index holds exactly what was embedded
-    index_keys = _index_keys(stand_in.client("s3vectors"), settings)
-    assert index_keys == _embedded_keys(store, summary.run_id)
-    assert summary.vectors_written == len(index_keys)
+    held = index_keys(stand_in.client("s3vectors"), settings)
+    assert held == _embedded_keys(store, summary.run_id)
+    assert summary.vectors_written == len(held)
 
 
 def test_a_changed_file_replaces_all_its_segments_and_a_shorter_one_drops_the_extras(
@@ -174,7 +168,7 @@ def test_a_changed_file_replaces_all_its_segments_and_a_shorter_one_drops_the_ex
     assert first.adds_up
     assert first.async_jobs_collected == first.async_jobs == 6
     client = aws_environment.client("s3vectors")
-    keys = _index_keys(client, settings)
+    keys = index_keys(client, settings)
     talk_keys = {key for key in keys if key.startswith("talk-3#")}
     assert talk_keys == {f"talk-3#t={s:.1f}-{min(s + 15, 65):.1f}" for s in range(0, 65, 15)}
     old_vector = _vector(client, settings, "talk-3#t=0.0-15.0")
@@ -186,7 +180,7 @@ def test_a_changed_file_replaces_all_its_segments_and_a_shorter_one_drops_the_ex
     assert second.adds_up
     assert second.items["changed"] == 1
     assert second.async_jobs == second.async_jobs_collected == 1
-    keys = _index_keys(client, settings)
+    keys = index_keys(client, settings)
     assert {key for key in keys if key.startswith("talk-3#")} == {
         "talk-3#t=0.0-15.0",
         "talk-3#t=15.0-30.0",
@@ -196,7 +190,7 @@ def test_a_changed_file_replaces_all_its_segments_and_a_shorter_one_drops_the_ex
     assert _vector(client, settings, "talk-3#t=0.0-15.0") != old_vector
     # nothing else moved, and a third run has nothing to do
     assert {key for key in keys if not key.startswith("talk-3#")} == {
-        key for key in _index_keys(client, settings) if not key.startswith("talk-3#")
+        key for key in index_keys(client, settings) if not key.startswith("talk-3#")
     }
     third = _run(corpus, settings)
     assert (third.async_jobs, third.model_calls, third.vectors_written) == (0, 0, 0)

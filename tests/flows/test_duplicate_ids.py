@@ -16,6 +16,7 @@ from tasks.report.summary import ItemOutcomes, RunSummary
 from tasks.settings import EvaluationSettings, IndexSettings, NovaflowSettings, ThroughputSettings
 from tasks.state.dataset import StateDataset
 from tasks.store import CheckpointStore
+from tests.flows.stand_in_reads import index_keys
 
 GOOD = ("alpha", "beta", "gamma", "delta")
 
@@ -70,15 +71,6 @@ def _state(settings: NovaflowSettings) -> dict[str, tuple[str, tuple[str, ...]]]
     return {row["item_id"]: (row["status"], tuple(row["keys"])) for row in rows}
 
 
-def _index_keys(stand_in: Emulator, settings: NovaflowSettings) -> set[str]:
-    pages = (
-        stand_in.client("s3vectors")
-        .get_paginator("list_vectors")
-        .paginate(vectorBucketName=settings.index.vector_bucket, indexName=settings.index.index)
-    )
-    return {vector["key"] for page in pages for vector in page["vectors"]}
-
-
 def _run(manifest: Path, settings: NovaflowSettings) -> RunSummary:
     return reembed(ReembedParameters(manifest=str(manifest), settings=settings))
 
@@ -103,7 +95,7 @@ def test_a_duplicate_row_leaves_the_item_it_duplicates_alone(
     assert rows == REJECTED_ROWS
     items = {(row["item_id"], row["code"]) for row in failures if row["stage"] != "manifest"}
     assert items == {("binary", "text_binary")}
-    assert _index_keys(aws_environment, settings) == good_keys
+    assert index_keys(aws_environment.client("s3vectors"), settings) == good_keys
     assert first.item_outcomes == ItemOutcomes(
         planned=5, embedded=4, unchanged=0, quarantined=1, failed=0, rows_rejected=5
     )
@@ -121,4 +113,4 @@ def test_a_duplicate_row_leaves_the_item_it_duplicates_alone(
     )
     assert second.adds_up
     assert _state(settings) == state
-    assert _index_keys(aws_environment, settings) == good_keys
+    assert index_keys(aws_environment.client("s3vectors"), settings) == good_keys

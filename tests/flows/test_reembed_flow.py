@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from botocore.client import BaseClient
 
 from emulator.app import Emulator
 from flows.reembed import ReembedParameters, reembed
@@ -17,6 +16,7 @@ from tasks.demo.corpus import DemoCorpus, change_demo_corpus, generate_demo_corp
 from tasks.report.summary import RunSummary
 from tasks.settings import IndexSettings, NovaflowSettings, ThroughputSettings
 from tasks.store import CheckpointStore
+from tests.flows.stand_in_reads import calls, index_keys
 
 
 def _settings(tmp_path: Path) -> NovaflowSettings:
@@ -33,18 +33,6 @@ def _run(corpus: DemoCorpus, settings: NovaflowSettings, **extra: Any) -> RunSum
         manifest=str(corpus.manifest), root=str(corpus.root), settings=settings, **extra
     )
     return reembed(params)
-
-
-def _index_keys(client: BaseClient, settings: NovaflowSettings) -> set[str]:
-    paginator = client.get_paginator("list_vectors")
-    pages = paginator.paginate(
-        vectorBucketName=settings.index.vector_bucket, indexName=settings.index.index
-    )
-    return {vector["key"] for page in pages for vector in page["vectors"]}
-
-
-def _calls(stand_in: Emulator, service: str, operation: str) -> int:
-    return stand_in.stats()[service]["calls"].get(operation, 0)
 
 
 @pytest.fixture
@@ -65,8 +53,8 @@ def test_first_run_embeds_every_good_unit_and_quarantines_every_bad_one(
     assert (summary.async_jobs_collected, summary.async_segments_embedded) == (2, 12)
     vectors = summary.units_embedded + summary.async_segments_embedded
     assert summary.vectors_written == vectors
-    assert _calls(aws_environment, "bedrock-runtime", "InvokeModel") == summary.model_calls
-    keys = _index_keys(aws_environment.client("s3vectors"), settings)
+    assert calls(aws_environment, "bedrock-runtime", "InvokeModel") == summary.model_calls
+    keys = index_keys(aws_environment.client("s3vectors"), settings)
     assert len(keys) == vectors
     assert "pdf/river-ecology#page=1" in keys
     assert "video/talk-long#t=60.0-75.0" in keys
@@ -97,9 +85,9 @@ def test_unchanged_corpus_makes_no_model_call_and_no_index_write(
 
     assert again.model_calls == 0
     assert again.items["new"] == again.items["changed"] == 0
-    assert _calls(aws_environment, "bedrock-runtime", "InvokeModel") == 0
-    assert _calls(aws_environment, "s3vectors", "PutVectors") == 0
-    assert _calls(aws_environment, "s3vectors", "DeleteVectors") == 0
+    assert calls(aws_environment, "bedrock-runtime", "InvokeModel") == 0
+    assert calls(aws_environment, "s3vectors", "PutVectors") == 0
+    assert calls(aws_environment, "s3vectors", "DeleteVectors") == 0
 
 
 def test_changes_reembed_only_what_changed_and_delete_stale_keys(
@@ -108,14 +96,14 @@ def test_changes_reembed_only_what_changed_and_delete_stale_keys(
     settings = _settings(tmp_path)
     first = _run(corpus, settings)
     client = aws_environment.client("s3vectors")
-    before = _index_keys(client, settings)
+    before = index_keys(client, settings)
     pdf_id, text_id, image_id = change_demo_corpus(corpus, seed=1)
     old_pages = {key for key in before if key.startswith(f"{pdf_id}#page=")}
     aws_environment.reset_stats()
 
     second = _run(corpus, settings)
 
-    after = _index_keys(client, settings)
+    after = index_keys(client, settings)
     new_pages = {key for key in after if key.startswith(f"{pdf_id}#page=")}
     assert len(new_pages) == len(old_pages) - 1
     assert not any(key.startswith(image_id) for key in after)
@@ -183,7 +171,7 @@ def test_a_metadata_edit_rewrites_that_items_vectors_with_the_new_metadata(
         returnMetadata=True,
     )["vectors"]
     assert got[0]["metadata"]["topic"] == "bebop"
-    pages = len([k for k in _index_keys(client, settings) if k.startswith("pdf/jazz-history#")])
+    pages = len([k for k in index_keys(client, settings) if k.startswith("pdf/jazz-history#")])
     # the pages' inputs did not change: their vectors are reused, written with the new metadata
     assert second.model_calls == 0
     assert second.units_reused == pages

@@ -21,6 +21,7 @@ from tasks.settings import (
     NovaflowSettings,
     ThroughputSettings,
 )
+from tests.flows.stand_in_reads import calls, index_keys
 
 
 @pytest.fixture
@@ -52,19 +53,6 @@ def _run(corpus: Path, settings: NovaflowSettings) -> RunSummary:
     return reembed(ReembedParameters(corpus=str(corpus), settings=settings))
 
 
-def _calls(stand_in: Emulator) -> int:
-    return stand_in.stats()["bedrock-runtime"]["calls"].get("InvokeModel", 0)
-
-
-def _index_keys(stand_in: Emulator, settings: NovaflowSettings) -> set[str]:
-    pages = (
-        stand_in.client("s3vectors")
-        .get_paginator("list_vectors")
-        .paginate(vectorBucketName=settings.index.vector_bucket, indexName=settings.index.index)
-    )
-    return {vector["key"] for page in pages for vector in page["vectors"]}
-
-
 def test_copied_renamed_and_moved_files_make_no_model_call(
     aws_environment: Emulator, corpus: Path, tmp_path: Path
 ) -> None:
@@ -78,10 +66,10 @@ def test_copied_renamed_and_moved_files_make_no_model_call(
 
     second = _run(corpus, settings)
 
-    assert _calls(aws_environment) == 0
+    assert calls(aws_environment, "bedrock-runtime", "InvokeModel") == 0
     assert second.units_reused == 4  # the copy, the move and the renamed PDF's two pages
     assert second.model_calls == 0
-    assert _index_keys(aws_environment, settings) == {
+    assert index_keys(aws_environment.client("s3vectors"), settings) == {
         "notes/tides.txt#chunk=0",
         "tides-copy.txt#chunk=0",
         "archive/kilns.txt#chunk=0",
@@ -105,9 +93,10 @@ def test_duplicates_within_one_run_are_embedded_once(
 
     first = _run(corpus, settings)
 
-    assert _calls(aws_environment) == 4  # tides once, kilns, two pages
+    # tides once, kilns, two pages
+    assert calls(aws_environment, "bedrock-runtime", "InvokeModel") == 4
     assert first.units_reused == 3
-    assert len(_index_keys(aws_environment, settings)) == 7
+    assert len(index_keys(aws_environment.client("s3vectors"), settings)) == 7
     assert first.adds_up
 
 
@@ -119,5 +108,5 @@ def test_a_config_that_changes_the_vectors_embeds_again(
 
     narrow = _run(corpus, _settings(tmp_path, f"narrow-{uuid.uuid4().hex[:10]}", dimension=256))
 
-    assert _calls(aws_environment) == 4
+    assert calls(aws_environment, "bedrock-runtime", "InvokeModel") == 4
     assert narrow.units_reused == 0

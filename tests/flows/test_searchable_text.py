@@ -18,6 +18,7 @@ from tasks.index.search import TextSearchUnavailableError, search_index
 from tasks.report.summary import RunSummary
 from tasks.settings import EvaluationSettings, IndexSettings, NovaflowSettings, ThroughputSettings
 from tasks.vector_store import SEARCHABLE_TEXT_KEY
+from tests.flows.stand_in_reads import calls
 
 NOTES = {
     "pumps.txt": "The coolant pump failed with error code E-4471 after the pressure test.",
@@ -62,10 +63,6 @@ def _texts(stand_in: Emulator, settings: NovaflowSettings) -> dict[str, str | No
     return {v["key"]: v.get("metadata", {}).get(SEARCHABLE_TEXT_KEY) for v in vectors}
 
 
-def _calls(stand_in: Emulator) -> int:
-    return stand_in.stats()["bedrock-runtime"]["calls"].get("InvokeModel", 0)
-
-
 def test_an_exact_word_finds_its_item_in_text_and_hybrid_search(
     aws_environment: Emulator, corpus: Path, tmp_path: Path
 ) -> None:
@@ -87,7 +84,7 @@ def test_an_exact_word_finds_its_item_in_text_and_hybrid_search(
 
     aws_environment.reset_stats()
     again = _run(corpus, settings)
-    assert _calls(aws_environment) == 0
+    assert calls(aws_environment, "bedrock-runtime", "InvokeModel") == 0
     assert again.vectors_written == 0
     assert aws_environment.stats()["s3vectors"]["calls"].get("PutVectors", 0) == 0
 
@@ -106,9 +103,8 @@ def test_turning_searchable_text_on_writes_the_texts_without_embedding_again(
     searchable = _settings(tmp_path, index, searchable=True)
     turned_on = _run(corpus, searchable)
 
-    assert _calls(aws_environment) == 0
-    calls = aws_environment.stats()["s3vectors"]["calls"]
-    assert calls.get("UpdateMetadataConfiguration") == 1
+    assert calls(aws_environment, "bedrock-runtime", "InvokeModel") == 0
+    assert calls(aws_environment, "s3vectors", "UpdateMetadataConfiguration") == 1
     assert turned_on.texts_attached == 4
     texts = _texts(aws_environment, searchable)
     assert texts["rivers.txt#chunk=0"] == NOTES["rivers.txt"]
@@ -118,7 +114,7 @@ def test_turning_searchable_text_on_writes_the_texts_without_embedding_again(
     )
     aws_environment.reset_stats()
     _run(corpus, searchable)
-    assert _calls(aws_environment) == 0
+    assert calls(aws_environment, "bedrock-runtime", "InvokeModel") == 0
     assert aws_environment.stats()["s3vectors"]["calls"].get("PutVectors", 0) == 0
     layout = json.loads(
         (Path(searchable.store) / "state" / "flow-tests" / index / "layout.json").read_text()

@@ -20,6 +20,7 @@ from tasks.settings import EvaluationSettings, IndexSettings, NovaflowSettings, 
 from tasks.state import layout as state_layout
 from tasks.state.dataset import StateDataset
 from tasks.store import CheckpointStore
+from tests.flows.stand_in_reads import calls, index_keys
 
 NOTES = 40
 
@@ -64,19 +65,6 @@ def _partition_files(settings: NovaflowSettings) -> dict[str, bytes]:
     store = CheckpointStore(settings.store)
     root = Path(store.state_dir(settings.index.vector_bucket, settings.index.index))
     return {p.name: p.read_bytes() for p in root.glob("items-*/part-*.parquet")}
-
-
-def _index_keys(stand_in: Emulator, settings: NovaflowSettings) -> set[str]:
-    pages = (
-        stand_in.client("s3vectors")
-        .get_paginator("list_vectors")
-        .paginate(vectorBucketName=settings.index.vector_bucket, indexName=settings.index.index)
-    )
-    return {vector["key"] for page in pages for vector in page["vectors"]}
-
-
-def _model_calls(stand_in: Emulator) -> int:
-    return stand_in.stats()["bedrock-runtime"]["calls"].get("InvokeModel", 0)
 
 
 def test_a_commit_rewrites_only_the_partitions_holding_what_changed(
@@ -134,18 +122,22 @@ def test_a_commit_killed_half_way_is_finished_by_the_next_run(
     expected_keys = {
         f"note-{n:02d}.txt#chunk=0" for n in (*range(NOTES), 40, 41) if n not in (5, 30)
     }
-    assert _index_keys(aws_environment, settings) == expected_keys  # loaded before the commit
+    assert (
+        index_keys(aws_environment.client("s3vectors"), settings) == expected_keys
+    )  # loaded before the commit
 
     aws_environment.reset_stats()
     repaired = _run(corpus, settings)
 
-    assert _model_calls(aws_environment) == 0  # nothing the killed run embedded is paid again
+    assert (
+        calls(aws_environment, "bedrock-runtime", "InvokeModel") == 0
+    )  # nothing the killed run embedded is paid again
     assert repaired.item_outcomes.unchanged == len(expected_keys)
     assert not store.exists(record)
     state = _state(settings)
     assert {key for _, _, keys in state.values() for key in keys} == expected_keys
     assert all(status == "complete" for _, status, _ in state.values())
-    assert _index_keys(aws_environment, settings) == expected_keys
+    assert index_keys(aws_environment.client("s3vectors"), settings) == expected_keys
 
 
 def _written_as_a_single_file(settings: NovaflowSettings) -> None:
@@ -177,7 +169,7 @@ def test_a_single_file_state_is_migrated_and_nothing_is_embedded_again(
     aws_environment.reset_stats()
     again = _run(corpus, settings)
 
-    assert _model_calls(aws_environment) == 0
+    assert calls(aws_environment, "bedrock-runtime", "InvokeModel") == 0
     assert again.item_outcomes.unchanged == NOTES
     assert not store.exists(store.legacy_state_path(bucket, index))
     layout = json.loads(store.read_text(store.state_layout_path(bucket, index)))
