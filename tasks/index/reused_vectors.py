@@ -29,26 +29,40 @@ def _source_rows(
     type, vector) — a suffix for a unit embedded as separate audio and video vectors."""
     found: dict[str, list[tuple[str, str, list[float]]]] = {}
     columns = ["key", "embedding_type", "embedding", "config_hash"]
+    wanted_keys = pa.array(sorted(keys), pa.string())
     for path in store.list_files(store.embeddings_dir(run_id)):
         if path == store.reused_embeddings_path(run_id):
             continue
         for batch in pq.ParquetFile(path, filesystem=store.filesystem).iter_batches(
             columns=columns
         ):
-            types = batch.column("embedding_type").to_pylist()
-            rows = batch.to_pylist()
-            for row, embedding_type in zip(rows, types, strict=True):
-                if row["config_hash"] != config_hash:
-                    continue
-                suffix = f"#{embedding_type.lower()}"
-                unit_key = (
-                    row["key"].removesuffix(suffix) if row["key"].endswith(suffix) else row["key"]
+            unit_keys = [
+                _unit_key(key, embedding_type)
+                for key, embedding_type in zip(
+                    batch.column("key").to_pylist(),
+                    batch.column("embedding_type").to_pylist(),
+                    strict=True,
                 )
-                if unit_key in keys:
-                    found.setdefault(unit_key, []).append(
-                        (row["key"][len(unit_key) :], embedding_type, row["embedding"])
-                    )
+            ]
+            # Only the wanted rows' vectors become Python lists.
+            wanted = pc.and_(
+                pc.is_in(pa.array(unit_keys, pa.string()), value_set=wanted_keys),
+                pc.equal(batch.column("config_hash"), config_hash),
+            )
+            kept_keys = [
+                key for key, keep in zip(unit_keys, wanted.to_pylist(), strict=True) if keep
+            ]
+            for unit_key, row in zip(kept_keys, batch.filter(wanted).to_pylist(), strict=True):
+                found.setdefault(unit_key, []).append(
+                    (row["key"][len(unit_key) :], row["embedding_type"], row["embedding"])
+                )
     return found
+
+
+def _unit_key(key: str, embedding_type: str) -> str:
+    """The unit a checkpoint row belongs to: its key without the ``#audio``/``#video`` suffix
+    of a unit embedded as separate vectors."""
+    return key.removesuffix(f"#{embedding_type.lower()}")
 
 
 def written_reused_vectors(
@@ -113,7 +127,7 @@ def recorded_digests(store: CheckpointStore, run_id: str, config_hash: str) -> i
                 batch.column("embedding_type").to_pylist(),
                 strict=True,
             ):
-                embedded.add(key.removesuffix(f"#{embedding_type.lower()}"))
+                embedded.add(_unit_key(key, embedding_type))
     planned = store.read_table(path, schemas.SYNC_UNITS).select(["digest", "key"])
     mine = planned.filter(
         pc.is_in(planned["key"], value_set=pa.array(sorted(embedded), pa.string()))
