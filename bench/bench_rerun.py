@@ -36,8 +36,8 @@ from emulator.app import Emulator, EmulatorSettings
 from emulator.misbehaviour import AsyncJobBehaviour, Misbehaviour
 from flows.reembed import ReembedParameters, reembed
 from tasks.demo.corpus import generate_demo_corpus
-from tasks.jobs.staging import ensured_bucket
 from tasks.report.summary import RunSummary
+from tasks.s3_objects import ensured_bucket
 from tasks.settings import (
     EvaluationSettings,
     IndexSettings,

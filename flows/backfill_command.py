@@ -71,6 +71,13 @@ def add_backfill_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-evaluation", action="store_true", help="do not evaluate the index at the end"
     )
+    parser.add_argument(
+        "--batch-inference",
+        action="store_true",
+        help="embed the sync units with Bedrock batch inference jobs (about half the "
+        "on-demand price, hours instead of minutes; see `novaflow plan`); on AWS also set "
+        "NOVAFLOW_BATCH_INFERENCE__ROLE_ARN",
+    )
 
 
 def command_backfill(
@@ -127,6 +134,9 @@ def _parameters(args: argparse.Namespace, settings: NovaflowSettings) -> Backfil
             partition_size=record.partition_size, settings=recorded, **common,
         )  # fmt: skip
     start, stop = _row_range(args.rows)
+    if args.batch_inference:  # validated again: batch inference on AWS needs its role
+        batch = {**settings.batch_inference.model_dump(), "enabled": True}
+        settings = type(settings)(**{**settings.model_dump(), "batch_inference": batch})
     return BackfillParameters(
         manifest=args.manifest, corpus=args.corpus, root=args.root, row_start=start,
         row_stop=stop, modified_after=args.modified_after,

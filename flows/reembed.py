@@ -2,7 +2,10 @@
 → evaluation.
 
     plan-run ─┬─► embed-shard × N (bounded) ──┬─barrier──► load-index ──► commit-state ──► summary
-              └─► embed-async (one task: every job) ┘                        ──► evaluate (subflow)
+              ├─► embed-batch (with batch     │                            ──► evaluate (subflow)
+              │   inference on: shards in     │
+              │   jobs, the rest on demand)   │
+              └─► embed-async (one task: every job) ┘
 
 Run it with ``novaflow run`` or deploy it (see ``deployments/``). A run restarted with the same
 ``run_id`` reuses its plan, skips the shards already checkpointed and polls the async jobs its
@@ -18,7 +21,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from prefect import Flow, flow, get_run_logger
@@ -33,14 +36,16 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from flows.evaluate import EvaluateParameters, evaluate
+from tasks.batch.stage import quarantined_batch_shards
 from tasks.corpus.source import CorpusSource
 from tasks.embed.stage import quarantined_shard
 from tasks.global_limits import ensure_shared_limits
 from tasks.jobs.stage import quarantined_async_units
-from tasks.outcomes import AsyncOutcome, ShardOutcome
+from tasks.outcomes import AsyncOutcome, BatchOutcome, ShardOutcome
 from tasks.prefect_tasks import (
     commit_state,
     embed_async,
+    embed_batch,
     embed_shard,
     gather_failures,
     load_index,
@@ -134,11 +139,11 @@ def _paced_settings(settings: NovaflowSettings, on_dask: bool) -> NovaflowSettin
 
 
 def _shards_as_completed(
-    settings: NovaflowSettings, run_id: str, shards: int, in_parallel: int
+    settings: NovaflowSettings, run_id: str, shards: Sequence[int], in_parallel: int
 ) -> Iterator[tuple[int, PrefectFuture[ShardOutcome]]]:
-    """Submit the shards ``in_parallel`` at a time (the async stage holds a worker of its own)
+    """Submit ``shards`` ``in_parallel`` at a time (the async stage holds a worker of its own)
     and yield each with its future as it finishes."""
-    waiting = deque(range(1, shards + 1))
+    waiting = deque(shards)
     running: dict[PrefectFuture[ShardOutcome], int] = {}
     while waiting or running:
         while waiting and len(running) < in_parallel:
@@ -199,9 +204,22 @@ def _stages(params: ReembedParameters, lease: HeldLease) -> RunSummary:
     jobs_future = embed_async.submit(settings, run_id) if totals.async_units else None
     outcomes: list[ShardOutcome] = []
     failed_shards: list[int] = []
+    on_demand: Sequence[int] = range(1, totals.shards + 1)
+    batch, batch_failed = BatchOutcome(), False
+    if settings.batch_inference.enabled and totals.shards:
+        try:  # batch jobs embed the shards; InvokeModel only those too few for a job
+            batch = embed_batch(settings, run_id)
+            outcomes.extend(batch.shards)
+            on_demand = batch.on_demand
+        except Exception as exc:  # the barrier's decision: quarantine what no job embedded
+            logger.error("batch inference stage failed after its retries: %s", exc)
+            batch_failed = True
+            message = f"batch stage failed: {exc}"
+            outcomes.extend(quarantined_batch_shards(settings, run_id, message))
+            on_demand = ()
     in_parallel = _shards_in_parallel(settings.throughput, on_dask)
     shards = _shards_as_completed(
-        _paced_settings(settings, on_dask), run_id, totals.shards, in_parallel
+        _paced_settings(settings, on_dask), run_id, on_demand, in_parallel
     )
     for done, (shard, future) in enumerate(shards, start=1):
         lease.raise_if_lost()  # another process took the run over: stop before doing more
@@ -211,8 +229,8 @@ def _stages(params: ReembedParameters, lease: HeldLease) -> RunSummary:
             logger.error("shard %d failed after its retries: %s", shard, exc)
             failed_shards.append(shard)
             outcomes.append(quarantined_shard(settings, run_id, shard, f"shard task failed: {exc}"))
-        update_progress_artifact(progress, 100.0 * done / max(totals.shards, 1))
-    if totals.shards == 0:
+        update_progress_artifact(progress, 100.0 * done / max(len(on_demand), 1))
+    if not on_demand:
         update_progress_artifact(progress, 100.0)
     jobs = AsyncOutcome()
     async_failed = False
@@ -229,7 +247,7 @@ def _stages(params: ReembedParameters, lease: HeldLease) -> RunSummary:
     commit_state(settings, run_id)
     gather_failures(settings, run_id)
     summary = run_summary(
-        settings, run_id, totals, outcomes, jobs, load, time.monotonic() - started
+        settings, run_id, totals, outcomes, jobs, load, time.monotonic() - started, batch
     )
     create_markdown_artifact(
         summary_markdown(summary, f"{settings.store}/failures/{run_id}.parquet"),
@@ -238,12 +256,14 @@ def _stages(params: ReembedParameters, lease: HeldLease) -> RunSummary:
     )
     for line in summary_lines(summary):
         logger.info(line)
-    if failed_shards or async_failed:
+    if failed_shards or async_failed or batch_failed:
         raise RuntimeError(
             f"{len(failed_shards)} shard(s) failed ({failed_shards})"
             + (", and the async jobs stage failed" if async_failed else "")
-            + "; their units are quarantined (shard_failed, async_stage_failed) and will be "
-            "planned again by the next run; rerun with this run id to resume its jobs"
+            + (", and the batch inference stage failed" if batch_failed else "")
+            + "; their units are quarantined (shard_failed, async_stage_failed, "
+            "batch_stage_failed) and will be planned again by the next run; rerun with this "
+            "run id to resume its jobs"
         )
     if settings.evaluation.enabled:  # the last stage: the evaluation flow, as a subflow
         evaluation = evaluate(

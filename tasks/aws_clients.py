@@ -90,3 +90,9 @@ def s3vectors_client(max_connections: int = 16) -> BaseClient:
 def s3_client() -> BaseClient:
     """An S3 client (objects, manifests, async job output), 5 retries per call."""
     return _client("s3", 10, 60, MAX_ATTEMPTS)
+
+
+def bedrock_client(max_attempts: int = MAX_ATTEMPTS) -> BaseClient:
+    """A Bedrock control-plane client (batch inference jobs), retrying a call up to
+    ``max_attempts`` times (0: never, so a poller sees every throttling answer)."""
+    return _client("bedrock", 4, 60, max_attempts)

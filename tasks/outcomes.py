@@ -106,3 +106,22 @@ class LoadOutcome:
     metadata_warnings: tuple[str, ...]
     texts_attached: int = 0  # vectors written with their searchable text
     texts_truncated: int = 0  # of those, texts cut to fit the metadata limits
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    """What a run's batch inference stage did: ``jobs`` jobs (``created`` by this attempt of
+    the stage, ``resumed`` found already created), ``collected`` once ended, holding
+    ``records`` records; status calls and how many were throttled; the ``shards`` embedded by
+    the jobs (one outcome each, with no model calls) and the ``on_demand`` shards left to
+    InvokeModel because they were too few for a job."""
+
+    jobs: int = 0
+    created: int = 0
+    resumed: int = 0
+    collected: int = 0
+    records: int = 0
+    status_calls: int = 0
+    throttled_status_calls: int = 0
+    shards: tuple[ShardOutcome, ...] = ()
+    on_demand: tuple[int, ...] = ()

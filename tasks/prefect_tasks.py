@@ -13,13 +13,14 @@ from prefect.client.schemas.objects import State, TaskRun
 from prefect.tasks import exponential_backoff
 
 from tasks.aws_clients import s3_client
+from tasks.batch.stage import embedded_by_batch
 from tasks.corpus.source import CorpusSource, corpus_items
 from tasks.embed.stage import embedded_shard
 from tasks.evaluate.stage import LabeledSection, evaluated_index, evaluated_labeled
 from tasks.global_limits import shard_pacing
 from tasks.index.stage import committed_state, loaded_index
 from tasks.jobs.stage import embedded_async_units, is_configuration_error
-from tasks.outcomes import AsyncOutcome, LoadOutcome, PlanTotals, ShardOutcome
+from tasks.outcomes import AsyncOutcome, BatchOutcome, LoadOutcome, PlanTotals, ShardOutcome
 from tasks.plan.stage import planned_run
 from tasks.report.evaluation.document import evaluation_report, write_report
 from tasks.report.failures import gathered_failures
@@ -81,6 +82,25 @@ def embed_async(settings: NovaflowSettings, run_id: str) -> AsyncOutcome:
         )
 
     return embedded_async_units(settings, run_id, progress=progress)
+
+
+@task(
+    name="embed-batch",
+    retries=2,
+    retry_delay_seconds=exponential_backoff(backoff_factor=10),
+    retry_jitter_factor=0.5,
+    retry_condition_fn=_not_configuration,
+)
+def embed_batch(settings: NovaflowSettings, run_id: str) -> BatchOutcome:
+    """Embed the run's sync shards with batch inference jobs from one task: write their inputs,
+    create the jobs within the in-flight bound, poll, collect. A retry resumes from the ledger
+    without creating any job twice; the shards too few for a job come back as ``on_demand``."""
+    logger = get_run_logger()
+
+    def progress(collected: int, jobs: int) -> None:
+        logger.info("batch jobs: %d of %d collected", collected, jobs)
+
+    return embedded_by_batch(settings, run_id, progress=progress)
 
 
 @task(name="load-index", retries=2, retry_delay_seconds=exponential_backoff(backoff_factor=5))

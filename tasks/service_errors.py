@@ -74,6 +74,14 @@ RETRIED_NEXT_RUN_CODES = TRANSIENT_CODES | frozenset(
         "job_deadline",
         "output_unreadable",
         "async_stage_failed",
+        # batch inference: units a job did not reach (it ended stopped, expired, failed, or
+        # without their result), a record over a file limit, or the stage itself failed
+        "batch_record_missing",
+        "batch_job_failed",
+        "batch_job_stopped",
+        "batch_job_expired",
+        "batch_record_too_large",
+        "batch_stage_failed",
         # segments a completed job reports as failed through no fault of the input
         # (aws-apis.md §1.6)
         "RATE_LIMIT_EXCEEDED",

@@ -192,6 +192,63 @@ class AsyncJobSettings(_Frozen):
     )
 
 
+class BatchInferenceSettings(_Frozen):
+    """Bedrock batch inference (CreateModelInvocationJob) for the synchronous units of a run,
+    meant for backfills: half the on-demand price and a quota of its own, at the cost of hours
+    of latency. When ``enabled``, a run writes its shards' model inputs as JSONL files (one per
+    shard, split where a file would pass ``max_file_bytes``), groups whole shards into jobs
+    within the job limits, and embeds through InvokeModel only what is too few for a job
+    (fewer than ``min_records_per_job`` units). The limits' defaults are Bedrock's default
+    quotas (see the README's "Batch inference"); raise them only where your account's are.
+
+    Jobs are polled like async jobs: from ``poll_initial_seconds``, ``poll_multiplier`` times
+    longer each time up to ``poll_max_seconds``, each interval shortened by up to
+    ``poll_jitter`` of itself."""
+
+    enabled: bool = Field(False, description="embed sync units with batch inference jobs")
+    role_arn: str | None = Field(
+        None,
+        pattern=r"^arn:aws(-[^:]+)?:iam::([0-9]{12})?:role/.+$",
+        description="the service role Bedrock assumes to read the inputs and write the "
+        "outputs; required with the aws backend (the stand-in takes any role)",
+    )
+    input_uri: str = Field(
+        "s3://novaflow-async/batch-input",
+        pattern=r"^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/.*)?$",
+        description="where the JSONL inputs are written (one folder per job, removed once "
+        "the job is collected)",
+    )
+    output_uri: str = Field(
+        "s3://novaflow-async/batch-output",
+        pattern=r"^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/.*)?$",
+        description="where Bedrock writes the jobs' results (one folder per job)",
+    )
+    min_records_per_job: int = Field(100, ge=1, description="Bedrock's quota: fewer go on demand")
+    max_records_per_job: int = Field(50_000, ge=1, le=10_000_000)
+    max_records_per_file: int = Field(50_000, ge=1, le=10_000_000)
+    max_file_bytes: int = Field(1_000_000_000, ge=1_000_000)
+    max_job_bytes: int = Field(5_000_000_000, ge=1_000_000)
+    timeout_hours: int = Field(24, ge=24, le=168, description="a job not done by then expires")
+    max_jobs_in_flight: int = Field(
+        10, ge=1, le=1000, description="jobs created and not yet ended, at most"
+    )
+    poll_initial_seconds: float = Field(60.0, gt=0, le=3600)
+    poll_multiplier: float = Field(1.5, ge=1.0, le=4.0)
+    poll_max_seconds: float = Field(900.0, gt=0, le=3600)
+    poll_jitter: float = Field(0.2, ge=0.0, lt=1.0)
+    status_calls_per_second: float = Field(
+        2.0, gt=0, description="GetModelInvocationJob pace; throttled status calls lower it"
+    )
+
+    @model_validator(mode="after")
+    def _limits_fit(self) -> BatchInferenceSettings:
+        if self.min_records_per_job > self.max_records_per_job:
+            raise ValueError("min_records_per_job is above max_records_per_job")
+        if self.max_file_bytes > self.max_job_bytes:
+            raise ValueError("max_file_bytes is above max_job_bytes")
+        return self
+
+
 class IndexSettings(_Frozen):
     """Where vectors go and how they are compared."""
 
@@ -276,5 +333,22 @@ class NovaflowSettings(BaseSettings):
     throughput: ThroughputSettings = Field(default_factory=ThroughputSettings)
     index: IndexSettings = Field(default_factory=IndexSettings)
     async_jobs: AsyncJobSettings = Field(default_factory=AsyncJobSettings)
+    batch_inference: BatchInferenceSettings = Field(default_factory=BatchInferenceSettings)
     evaluation: EvaluationSettings = Field(default_factory=EvaluationSettings)
     prices: Prices = Field(default_factory=Prices)
+
+    @model_validator(mode="after")
+    def _batch_role(self) -> NovaflowSettings:
+        batch = self.batch_inference
+        if batch.enabled and self.backend == "aws" and not batch.role_arn:
+            raise ValueError(
+                "batch_inference.role_arn is required to run batch inference on AWS: the ARN of "
+                "a service role Bedrock may assume to read batch_inference.input_uri and write "
+                "batch_inference.output_uri (NOVAFLOW_BATCH_INFERENCE__ROLE_ARN)"
+            )
+        return self
+
+    def batch_role_arn(self) -> str:
+        """The role batch jobs run as: the configured one, or any well-formed ARN for the
+        stand-in, which checks the form only."""
+        return self.batch_inference.role_arn or "arn:aws:iam::000000000000:role/novaflow-batch"

@@ -7,12 +7,13 @@ and write failures and vector metadata), so they live with the shared contracts.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
+import numpy as np
 import pyarrow as pa
 
 from tasks import schemas
-from tasks.records import Failure, Unit
+from tasks.records import Failure, Unit, metadata_json
 from tasks.store import CheckpointStore
 
 
@@ -71,3 +72,23 @@ def async_units(store: CheckpointStore, run_id: str) -> list[Unit]:
     if not store.exists(path):
         return []
     return units_from_table(store.read_table(path, schemas.UNITS))
+
+
+def embedding_rows(
+    unit: Unit, vectors: Sequence[tuple[str, np.ndarray]], config_hash: str
+) -> list[dict[str, object]]:
+    """The checkpoint rows (``schemas.embeddings_schema``) of ``unit``'s ``(embeddingType,
+    vector)`` pairs: one row keyed by the unit, or one per type (``<key>#video``…) when the
+    model returned several."""
+    many = len(vectors) > 1
+    return [
+        {
+            "key": f"{unit.key}#{embedding_type.lower()}" if many else unit.key,
+            "item_id": unit.item_id,
+            "embedding_type": embedding_type,
+            "embedding": vector,
+            "metadata_json": metadata_json(vector_metadata(unit, embedding_type)),
+            "config_hash": config_hash,
+        }
+        for embedding_type, vector in vectors
+    ]

@@ -40,9 +40,10 @@ from botocore.exceptions import ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotocoreConnectionError
 
 from tasks.job_ledger import ENDED_STATUSES, JobLedger, JobRecord
-from tasks.jobs.service import Clock, JobService, JobState, PollSchedule, SystemClock
+from tasks.jobs.service import JobService, JobState
 from tasks.outcomes import AsyncOutcome
 from tasks.pacing import Pacer
+from tasks.polling import Clock, PollSchedule, SystemClock
 from tasks.records import Unit
 from tasks.service_errors import SERVER_CODES, THROTTLING_CODES, error_code, error_message
 from tasks.settings import AsyncJobSettings

@@ -1,4 +1,5 @@
-"""The job service and the clock the async runner works against, and its poll schedule.
+"""The job service the async runner works against (and, from ``tasks.polling``, its clock and
+poll schedule).
 
 ``BedrockJobService`` is the real service; tests and the benchmark give the runner a scripted
 one and a simulated clock, so the same scheduling code runs in seconds on simulated hours.
@@ -6,7 +7,6 @@ one and a simulated clock, so the same scheduling code runs in seconds on simula
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -15,7 +15,9 @@ from typing import Any, Literal, Protocol
 from botocore.client import BaseClient
 
 from tasks.jobs.results import job_folder
-from tasks.settings import AsyncJobSettings
+from tasks.polling import Clock, PollSchedule, SystemClock
+
+__all__ = ["BedrockJobService", "Clock", "JobService", "JobState", "PollSchedule", "SystemClock"]
 
 JobStatusName = Literal["InProgress", "Completed", "Failed"]
 
@@ -65,54 +67,3 @@ class BedrockJobService:
             ended_at=ended.timestamp() if isinstance(ended, datetime) else None,
             failure_message=answer.get("failureMessage"),
         )
-
-
-class Clock(Protocol):
-    """Where the runner reads the time and waits."""
-
-    def now(self) -> float:
-        """Epoch seconds."""
-        ...
-
-    def sleep(self, seconds: float) -> None:
-        """Wait ``seconds``."""
-        ...
-
-
-class SystemClock:
-    """The real clock."""
-
-    def now(self) -> float:
-        return time.time()
-
-    def sleep(self, seconds: float) -> None:
-        time.sleep(seconds)
-
-
-@dataclass(frozen=True)
-class PollSchedule:
-    """When to ask about a job again: ``initial × multiplier**polls``, capped at ``maximum``,
-    shortened by up to ``jitter`` of itself so jobs submitted together spread out."""
-
-    initial: float
-    multiplier: float
-    maximum: float
-    jitter: float
-
-    @classmethod
-    def of(cls, settings: AsyncJobSettings) -> PollSchedule:
-        """The schedule the settings describe."""
-        return cls(
-            settings.poll_initial_seconds,
-            settings.poll_multiplier,
-            settings.poll_max_seconds,
-            settings.poll_jitter,
-        )
-
-    def nominal(self, polls: int) -> float:
-        """The interval after ``polls`` status answers, before jitter."""
-        return min(self.maximum, self.initial * self.multiplier ** min(polls, 64))
-
-    def interval(self, polls: int, draw: float) -> float:
-        """The interval after ``polls`` answers, for a uniform ``draw`` in [0, 1)."""
-        return self.nominal(polls) * (1.0 - self.jitter * draw)

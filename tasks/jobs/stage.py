@@ -36,16 +36,7 @@ from tasks.jobs.results import (
 )
 from tasks.jobs.runner import AsyncJobRunner, Collected, CollectError, InputRefusedError, Submission
 from tasks.jobs.service import BedrockJobService, Clock, JobService
-from tasks.jobs.staging import (
-    ObjectMissingError,
-    S3ObjectError,
-    ensured_bucket,
-    first_existing,
-    joined_s3_uri,
-    object_lines,
-    read_object,
-    staged_input,
-)
+from tasks.jobs.staging import staged_input
 from tasks.local_copies import local_source
 from tasks.media.facts import media_facts
 from tasks.media.images import PreparationError
@@ -57,6 +48,15 @@ from tasks.nova.segmented import (
 )
 from tasks.outcomes import AsyncOutcome
 from tasks.records import Failure, Unit, metadata_json
+from tasks.s3_objects import (
+    ObjectMissingError,
+    S3ObjectError,
+    ensured_bucket,
+    first_existing,
+    joined_s3_uri,
+    object_lines,
+    read_object,
+)
 from tasks.service_errors import ACCOUNT_CODES, error_code
 from tasks.settings import NovaflowSettings
 from tasks.store import CheckpointStore, unit_digest

@@ -156,6 +156,12 @@ def parsed_embeddings(response_body: bytes, dimension: int) -> list[tuple[str, n
             document = json.loads(response_body)
         except (ValueError, UnicodeDecodeError) as err:
             raise ResponseFormatError(f"the InvokeModel answer is not JSON ({err})") from None
+    return embeddings_in(document, dimension)
+
+
+def embeddings_in(document: object, dimension: int) -> list[tuple[str, np.ndarray]]:
+    """``parsed_embeddings`` of an answer already parsed from JSON (a batch job's
+    ``modelOutput`` is the InvokeModel answer, inside the record's line)."""
     embeddings = document.get("embeddings") if isinstance(document, dict) else None
     if not isinstance(embeddings, list) or not embeddings:
         raise ResponseFormatError("the InvokeModel answer has no 'embeddings' list")

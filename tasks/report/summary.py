@@ -12,7 +12,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from tasks import schemas
-from tasks.outcomes import AsyncOutcome, LoadOutcome, PlanTotals, ShardOutcome
+from tasks.outcomes import AsyncOutcome, BatchOutcome, LoadOutcome, PlanTotals, ShardOutcome
 from tasks.records import ROW_STAGE
 from tasks.service_errors import RETRIED_NEXT_RUN_CODES
 from tasks.settings import NovaflowSettings
@@ -82,6 +82,11 @@ class RunSummary:
     texts_truncated: int = 0
     units_reused: int = 0  # took a vector already embedded: no model call
     reused_cost_usd: float = 0.0  # what those calls would have cost
+    batch_jobs: int = 0  # batch inference jobs that embedded sync shards
+    batch_records: int = 0  # records those jobs held (one per unit sent)
+    batch_jobs_created: int = 0  # of the jobs, those created by this attempt (not resumed)
+    batch_status_calls: int = 0
+    batch_shards_on_demand: int = 0  # shards too few for a job, embedded with InvokeModel
 
     @property
     def units_add_up(self) -> bool:
@@ -161,11 +166,13 @@ def run_summary(
     jobs: AsyncOutcome,
     load: LoadOutcome,
     wall_seconds: float,
+    batch: BatchOutcome | None = None,
 ) -> RunSummary:
     """Count the run from its plan, shard outcomes, load and failures; write ``summary.json``."""
     store = CheckpointStore(settings.store)
     failures = store.read_table(store.failures_path(run_id), schemas.FAILURES)
     codes = Counter(failures.column("code").to_pylist())
+    batch = batch or BatchOutcome()
     summary = RunSummary(
         run_id=run_id,
         items=dict(totals.items),
@@ -197,6 +204,11 @@ def run_summary(
         reused_cost_usd=round(totals.reused_cost_usd, 6),
         texts_attached=load.texts_attached,
         texts_truncated=load.texts_truncated,
+        batch_jobs=batch.jobs,
+        batch_records=batch.records,
+        batch_jobs_created=batch.created,
+        batch_status_calls=batch.status_calls,
+        batch_shards_on_demand=len(batch.on_demand) if batch.jobs else 0,
     )
     store.write_text(store.summary_path(run_id), json.dumps(summary.to_json(), indent=2))
     return summary
@@ -225,6 +237,7 @@ def summary_lines(summary: RunSummary) -> list[str]:
             else ""
         ),
         *_async_lines(summary),
+        *_batch_lines(summary),
         f"  index    {summary.vectors_written} vectors written, "
         f"{summary.keys_deleted} keys deleted"
         + (
@@ -252,6 +265,17 @@ def _async_lines(summary: RunSummary) -> list[str]:
         f"{summary.async_status_calls} status calls ({summary.async_status_throttles} throttled)",
         f"  segments {summary.async_segments_embedded} embedded, "
         f"{summary.async_segments_quarantined} quarantined",
+    ]
+
+
+def _batch_lines(summary: RunSummary) -> list[str]:
+    if not summary.batch_jobs:
+        return []
+    return [
+        f"  batch    {summary.batch_records} records in {summary.batch_jobs} batch inference "
+        f"jobs ({summary.batch_jobs_created} created by this attempt), "
+        f"{summary.batch_status_calls} status calls; "
+        f"{summary.batch_shards_on_demand} shards on demand"
     ]
 
 

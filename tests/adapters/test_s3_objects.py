@@ -13,7 +13,8 @@ from botocore.client import BaseClient
 from botocore.stub import Stubber
 
 from emulator.app import DUMMY_ACCESS_KEY_ID, DUMMY_SECRET_ACCESS_KEY, Emulator
-from tasks.jobs.staging import (
+from tasks.jobs.staging import staged_input
+from tasks.s3_objects import (
     ObjectMissingError,
     S3ObjectError,
     ensured_bucket,
@@ -22,7 +23,6 @@ from tasks.jobs.staging import (
     object_lines,
     read_object,
     split_s3_uri,
-    staged_input,
 )
 
 MIB = 2**20

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.embed.stage import _work
+from tasks.media.unit_inputs import unit_payloads
 from tasks.records import Unit
 from tasks.settings import NovaflowSettings
 
@@ -29,7 +29,7 @@ def test_text_units_are_prepared_without_a_renderer(tmp_path: Path) -> None:
         path = tmp_path / f"note-{n}.txt"
         path.write_text(f"note {n}: sourdough")
         units.append(_text_unit(path, n))
-    work = list(_work(units, NovaflowSettings(store=str(tmp_path / "store")), None))
+    work = list(unit_payloads(units, NovaflowSettings(store=str(tmp_path / "store")), None))
     assert [key for key, _, _ in work] == [unit.key for unit in units]
     assert [make().text for _, _, make in work] == [f"note {n}: sourdough" for n in range(3)]
 
@@ -37,4 +37,4 @@ def test_text_units_are_prepared_without_a_renderer(tmp_path: Path) -> None:
 def test_pdf_pages_without_a_renderer_are_refused(tmp_path: Path) -> None:
     page = Unit(key="doc#page=1", item_id="doc", uri=str(tmp_path / "doc.pdf"), kind="pdf_page")
     with pytest.raises(ValueError, match="page renderer"):
-        list(_work([page], NovaflowSettings(store=str(tmp_path / "store")), None))
+        list(unit_payloads([page], NovaflowSettings(store=str(tmp_path / "store")), None))
