@@ -24,7 +24,7 @@ from tasks.nova.requests import Payload, invoke_model_body
 from tasks.records import Failure, Unit
 from tasks.settings import NovaflowSettings
 
-_RECORD_ID = re.compile(r"^s(\d{7})u(\d{5})$")
+_RECORD_ID = re.compile(r"s([0-9]{7})u([0-9]{5})")
 MAX_SHARDS = 9_999_999
 MAX_UNITS_PER_SHARD = 99_999
 
@@ -39,8 +39,10 @@ def record_id(shard: int, position: int) -> str:
 
 def record_position(identifier: str) -> tuple[int, int] | None:
     """The ``(shard, position)`` a recordId names, or None for an id novaflow did not write."""
-    match = _RECORD_ID.match(identifier)
-    return (int(match.group(1)), int(match.group(2))) if match else None
+    match = _RECORD_ID.fullmatch(identifier)
+    if match is None or int(match.group(1)) == 0:
+        return None
+    return int(match.group(1)), int(match.group(2))
 
 
 def input_file_name(shard: int, part: int) -> str:

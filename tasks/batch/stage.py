@@ -67,6 +67,13 @@ def job_token(run_id: str, number: int, shards: tuple[int, ...], config_hash: st
     return hashlib.sha256(text.encode()).hexdigest()[:64]
 
 
+def job_name(run_id: str, number: int) -> str:
+    """The job's name: readable, unique to the run and job, and within Bedrock's 63
+    characters whatever the run id's length (a long one is cut and told apart by a hash)."""
+    digest = hashlib.sha256(run_id.encode()).hexdigest()[:8]
+    return f"novaflow-{run_id[:39]}-{digest}-{number:05d}"
+
+
 class _BatchStage:
     """The S3 and checkpoint side of one run's batch jobs."""
 
@@ -155,7 +162,7 @@ class _BatchStage:
             records=records,
             input_bytes=size,
             token=job_token(self.run_id, number, tuple(shards), config_hash),
-            name=f"novaflow-{self.run_id}-{number:05d}",
+            name=job_name(self.run_id, number),
             input_uri=self.job_folder(number),
             output_uri=joined_s3_uri(self.limits.output_uri, self.run_id, f"job-{number:05d}"),
         )
