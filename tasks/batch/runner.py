@@ -19,9 +19,7 @@ jobs against one rate budget.
 
 from __future__ import annotations
 
-import heapq
 import logging
-import random
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import replace
@@ -32,8 +30,7 @@ from botocore.exceptions import ConnectionError as BotocoreConnectionError
 
 from tasks.batch.ledger import BatchJob, BatchLedger
 from tasks.batch.service import BatchJobState, BatchService
-from tasks.pacing import Pacer
-from tasks.polling import Clock, PollSchedule, SystemClock
+from tasks.polling import Clock, Poller
 from tasks.service_errors import SERVER_CODES, THROTTLING_CODES, error_code, error_message
 from tasks.settings import BatchInferenceSettings
 
@@ -69,22 +66,14 @@ class BatchJobRunner:
         self._settings = settings
         self._arguments = arguments
         self._collect = collect
-        self._clock = clock or SystemClock()
-        self._random = random.Random(seed)
-        self._schedule = PollSchedule.of(settings)
-        self._progress = progress
-        self._pacer = Pacer(
-            settings.status_calls_per_second,
-            clock=self._clock.now,
-            sleep=self._clock.sleep,
-            cooldown_seconds=0.0,
+        self._poller: Poller[int] = Poller(
+            settings, settings.status_calls_per_second, CREATE_RETRY_FIRST_SECONDS, clock, seed
         )
+        self._clock = self._poller.clock
+        self._progress = progress
         self._jobs: dict[int, BatchJob] = {}
         self._to_create: deque[int] = deque()
-        self._due: list[tuple[float, int]] = []
         self._running: set[int] = set()
-        self._create_not_before = 0.0
-        self._create_backoff = CREATE_RETRY_FIRST_SECONDS
         self.created = self.resumed = self.status_calls = self.throttled_status_calls = 0
 
     @property
@@ -100,7 +89,7 @@ class BatchJobRunner:
         elif job.status == "created":
             self.resumed += 1
             self._running.add(job.number)
-            heapq.heappush(self._due, (self._clock.now(), job.number))
+            self._poller.ask_at(job.number, self._clock.now())
         self._create_what_fits()
 
     def run(self) -> list[BatchJob]:
@@ -108,16 +97,9 @@ class BatchJobRunner:
         while self._to_create or self._running:
             self._create_what_fits()
             self._poll_what_is_due()
-            wake = self._next_wake()
-            if wake is not None:
-                self._clock.sleep(max(0.0, wake - self._clock.now()))
+            room = len(self._running) < self._settings.max_jobs_in_flight
+            self._poller.sleep_until(self._poller.next_wake(bool(self._to_create) and room))
         return self.jobs
-
-    def _next_wake(self) -> float | None:
-        times = [self._due[0][0]] if self._due else []
-        if self._to_create and len(self._running) < self._settings.max_jobs_in_flight:
-            times.append(self._create_not_before)
-        return min(times) if times else None
 
     # -- creation ------------------------------------------------------------------------------
 
@@ -125,7 +107,7 @@ class BatchJobRunner:
         while (
             self._to_create
             and len(self._running) < self._settings.max_jobs_in_flight
-            and self._clock.now() >= self._create_not_before
+            and self._poller.may_submit()
         ):
             job = self._jobs[self._to_create[0]]
             try:
@@ -133,7 +115,7 @@ class BatchJobRunner:
             except ClientError as err:
                 code = error_code(err)
                 if code in THROTTLING_CODES or code in SERVER_CODES:
-                    self._back_off_creation(code)
+                    self._poller.back_off_submission(code)
                     return
                 raise  # a refused request is the run's configuration (role, buckets, model)
             self._to_create.popleft()
@@ -142,29 +124,19 @@ class BatchJobRunner:
             self._jobs[job.number] = job
             self._running.add(job.number)
             self.created += 1
-            self._create_backoff = CREATE_RETRY_FIRST_SECONDS
-            heapq.heappush(self._due, (now + self._interval(0), job.number))
+            self._poller.submission_accepted()
+            self._poller.ask_at(job.number, now + self._poller.interval(0))
             logger.info("batch job %d created: %s (%d records)", job.number, arn, job.records)
-
-    def _back_off_creation(self, code: str) -> None:
-        delay = self._create_backoff * (1.0 - self._schedule.jitter * self._random.random())
-        self._create_not_before = self._clock.now() + delay
-        self._create_backoff = min(self._schedule.maximum, self._create_backoff * 2)
-        logger.info("batch job creation refused with %s; trying again in %.1f s", code, delay)
 
     # -- polling -------------------------------------------------------------------------------
 
-    def _interval(self, polls: int) -> float:
-        return self._schedule.interval(polls, self._random.random())
-
     def _poll_what_is_due(self) -> None:
-        while self._due and self._due[0][0] <= self._clock.now():
-            _, number = heapq.heappop(self._due)
+        for number in self._poller.due():
             if number in self._running:
                 self._poll(self._jobs[number])
 
     def _poll(self, job: BatchJob) -> None:
-        self._pacer.acquire()
+        self._poller.pacer.acquire()
         now = self._clock.now()
         try:
             state = self._service.state(job.job_arn)
@@ -180,12 +152,12 @@ class BatchJobRunner:
         except (BotocoreConnectionError, HTTPClientError) as err:
             self._status_refused(job, type(err).__name__, now)
             return
-        self._pacer.record_success()
+        self._poller.pacer.record_success()
         self.status_calls += 1
         job = replace(job, status_calls=job.status_calls + 1, service_status=state.status)
         self._jobs[job.number] = job
         if not state.ended:
-            heapq.heappush(self._due, (now + self._interval(job.status_calls), job.number))
+            self._poller.ask_at(job.number, now + self._poller.interval(job.status_calls))
             return
         ended = replace(job, message=state.message, ended_at=state.ended_at or now)
         logger.info("batch job %d ended %s %s", job.number, state.status, state.message)
@@ -197,9 +169,9 @@ class BatchJobRunner:
             self._progress(done, len(self._jobs))
 
     def _status_refused(self, job: BatchJob, code: str, now: float) -> None:
-        self._pacer.slow_down()
+        self._poller.pacer.slow_down()
         self.throttled_status_calls += 1
         job = replace(job, throttled_calls=job.throttled_calls + 1)
         self._jobs[job.number] = job
-        heapq.heappush(self._due, (now + self._interval(job.status_calls), job.number))
+        self._poller.ask_at(job.number, now + self._poller.interval(job.status_calls))
         logger.debug("status of batch job %d refused with %s", job.number, code)

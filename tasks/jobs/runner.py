@@ -28,9 +28,7 @@ thread and a fixed delay per job.
 
 from __future__ import annotations
 
-import heapq
 import logging
-import random
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
@@ -42,8 +40,7 @@ from botocore.exceptions import ConnectionError as BotocoreConnectionError
 from tasks.job_ledger import ENDED_STATUSES, JobLedger, JobRecord
 from tasks.jobs.service import JobService, JobState
 from tasks.outcomes import AsyncOutcome
-from tasks.pacing import Pacer
-from tasks.polling import Clock, PollSchedule, SystemClock
+from tasks.polling import Clock, Poller
 from tasks.records import Unit
 from tasks.service_errors import SERVER_CODES, THROTTLING_CODES, error_code, error_message
 from tasks.settings import AsyncJobSettings
@@ -115,23 +112,14 @@ class AsyncJobRunner:
         self._prepare = prepare
         self._collect = collect
         self._quarantine = quarantine
-        self._clock = clock or SystemClock()
-        self._random = random.Random(seed)
-        self._schedule = PollSchedule.of(settings)
-        self._progress = progress
-        self._pacer = Pacer(
-            settings.status_calls_per_second,
-            clock=self._clock.now,
-            sleep=self._clock.sleep,
-            cooldown_seconds=0.0,
+        self._poller: Poller[str] = Poller(
+            settings, settings.status_calls_per_second, SUBMIT_RETRY_FIRST_SECONDS, clock, seed
         )
+        self._clock = self._poller.clock
+        self._progress = progress
         self._queue: deque[tuple[Unit, int]] = deque()
-        self._due: list[tuple[float, int, str]] = []
         self._running: dict[str, Unit] = {}
         self._counts = AsyncOutcome()
-        self._submit_not_before = 0.0
-        self._submit_backoff = SUBMIT_RETRY_FIRST_SECONDS
-        self._tiebreak = 0
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -144,9 +132,8 @@ class AsyncJobRunner:
         while self._queue or self._running:
             self._submit_what_fits()
             self._poll_what_is_due()
-            wake = self._next_wake()
-            if wake is not None:
-                self._clock.sleep(max(0.0, wake - self._clock.now()))
+            room = len(self._running) < self._settings.max_jobs_in_flight
+            self._poller.sleep_until(self._poller.next_wake(bool(self._queue) and room))
         self._ledger.compact()
         return self._counts
 
@@ -158,25 +145,17 @@ class AsyncJobRunner:
         elif record.status == "running":
             self._counts = replace(self._counts, resumed=self._counts.resumed + 1)
             self._running[unit.key] = unit
-            self._schedule_poll(unit.key, self._clock.now())
+            self._poller.ask_at(unit.key, self._clock.now())
         elif record.status == "failed":
             self._after_failure(unit, record)
         else:
             self._count_end(record)
 
-    def _next_wake(self) -> float | None:
-        times = []
-        if self._due:
-            times.append(self._due[0][0])
-        if self._queue and len(self._running) < self._settings.max_jobs_in_flight:
-            times.append(self._submit_not_before)
-        return min(times) if times else None
-
     # -- submission ----------------------------------------------------------------------------
 
     def _submit_what_fits(self) -> None:
         room = self._settings.max_jobs_in_flight - len(self._running)
-        if room <= 0 or not self._queue or self._clock.now() < self._submit_not_before:
+        if room <= 0 or not self._queue or not self._poller.may_submit():
             return
         batch: list[tuple[Unit, int, Submission]] = []
         while self._queue and len(batch) < room:
@@ -215,38 +194,27 @@ class AsyncJobRunner:
                     # Back-pressure: this one and the rest of the batch wait and go again.
                     for later_unit, later_attempt, _ in reversed(batch[position:]):
                         self._queue.appendleft((later_unit, later_attempt))
-                    self._back_off_submission(code)
+                    self._poller.back_off_submission(code)
                     break
                 self._end_quarantined(unit, intent.attempt, code, _error_message(err), intent)
                 continue
             now = self._clock.now()
             started.append(replace(intent, status="running", invocation_arn=arn, submitted_at=now))
             self._running[unit.key] = unit
-            self._schedule_poll(unit.key, now + self._schedule.interval(0, self._random.random()))
+            self._poller.ask_at(unit.key, now + self._poller.interval(0))
             self._counts = replace(
                 self._counts,
                 submissions=self._counts.submissions + 1,
                 resubmissions=self._counts.resubmissions + (intent.attempt > 1),
             )
         else:
-            self._submit_backoff = SUBMIT_RETRY_FIRST_SECONDS
+            self._poller.submission_accepted()
         self._ledger.record(started)
-
-    def _back_off_submission(self, code: str) -> None:
-        delay = self._submit_backoff * (1.0 - self._schedule.jitter * self._random.random())
-        self._submit_not_before = self._clock.now() + delay
-        self._submit_backoff = min(self._schedule.maximum, self._submit_backoff * 2)
-        logger.info("job submission refused with %s; trying again in %.1f s", code, delay)
 
     # -- polling -------------------------------------------------------------------------------
 
-    def _schedule_poll(self, unit_key: str, at: float) -> None:
-        self._tiebreak += 1
-        heapq.heappush(self._due, (at, self._tiebreak, unit_key))
-
     def _poll_what_is_due(self) -> None:
-        while self._due and self._due[0][0] <= self._clock.now():
-            _, _, unit_key = heapq.heappop(self._due)
+        for unit_key in self._poller.due():
             if unit_key in self._running:
                 self._poll(self._running[unit_key])
 
@@ -254,7 +222,7 @@ class AsyncJobRunner:
         record = self._ledger.latest(unit.key)
         assert record is not None
         assert record.invocation_arn is not None
-        self._pacer.acquire()
+        self._poller.pacer.acquire()
         now = self._clock.now()
         try:
             state = self._service.state(record.invocation_arn)
@@ -270,7 +238,7 @@ class AsyncJobRunner:
         except (BotocoreConnectionError, HTTPClientError) as err:
             self._status_refused(unit, record, type(err).__name__, now)
             return
-        self._pacer.record_success()
+        self._poller.pacer.record_success()
         self._counts = replace(self._counts, status_calls=self._counts.status_calls + 1)
         record = replace(record, status_calls=record.status_calls + 1)
         if state.status == "InProgress":
@@ -285,7 +253,7 @@ class AsyncJobRunner:
     def _status_refused(self, unit: Unit, record: JobRecord, code: str, now: float) -> None:
         """A throttled or failed status call: the poller slows down and asks later, up to the
         job's deadline."""
-        self._pacer.slow_down()
+        self._poller.pacer.slow_down()
         self._counts = replace(
             self._counts, throttled_status_calls=self._counts.throttled_status_calls + 1
         )
@@ -293,8 +261,8 @@ class AsyncJobRunner:
         if self._past_deadline(unit, record, now):
             return
         self._ledger.remember_unwritten(record)  # counters only: not worth a write of their own
-        interval = self._schedule.interval(record.status_calls, self._random.random())
-        self._schedule_poll(unit.key, min(now + interval, self._deadline(record, now)))
+        interval = self._poller.interval(record.status_calls)
+        self._poller.ask_at(unit.key, min(now + interval, self._deadline(record, now)))
         logger.debug(
             "status of %s refused with %s; asking again in %.1f s", unit.key, code, interval
         )
@@ -318,8 +286,8 @@ class AsyncJobRunner:
         if self._past_deadline(unit, record, now):
             return
         self._ledger.remember_unwritten(record)  # counters only: not worth a write of their own
-        interval = self._schedule.interval(record.status_calls, self._random.random())
-        self._schedule_poll(unit.key, min(now + interval, self._deadline(record, now)))
+        interval = self._poller.interval(record.status_calls)
+        self._poller.ask_at(unit.key, min(now + interval, self._deadline(record, now)))
 
     def _completed(self, unit: Unit, record: JobRecord, state: JobState) -> None:
         try:
