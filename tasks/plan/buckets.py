@@ -1,9 +1,9 @@
-"""The corpus of a run, spilled to local Parquet by the same hash the state is partitioned by.
+"""The corpus of a run, spilled to local files by the same hash the state is partitioned by.
 
-The corpus streams in once, in record batches; pyarrow's dataset writer sorts each batch's rows
-into one directory per bucket (``<scratch>/<bucket>/part-*.parquet``), keeping their order. The
-plan then reads one bucket at a time beside the matching part of the state, so its memory
-follows the size of a bucket, never the size of the corpus.
+The corpus streams in once, in record batches; each batch's rows are sorted into one file per
+bucket (``<scratch>/bucket-<bucket>.arrow``), keeping their order. The plan then reads one
+bucket at a time beside the matching part of the state, so its memory follows the size of a
+bucket, never the size of the corpus.
 """
 
 from __future__ import annotations
@@ -12,22 +12,28 @@ import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
+import numpy as np
 import pyarrow as pa
-import pyarrow.dataset as ds
-import pyarrow.parquet as pq
 
 from tasks import schemas
 from tasks.records import Failure, Item
-from tasks.state.layout import partitions_of
+from tasks.state.layout import item_hashes
 
 BUCKET_BITS = 8
-"""A corpus is spilled to 256 buckets, whatever the state's partitions: the spill's memory (rows
-waiting for a row group, per bucket) stays fixed, and a plan over a hundred million items holds
-~400,000 of them at a time."""
+"""A corpus is spilled to 256 buckets, whatever the state's partitions: the spill's memory
+(:data:`SPILL_ROWS`) stays fixed, and a plan over a hundred million items reads ~400,000 of them
+at a time (and joins them with the state one partition at a time)."""
 
 BATCH_ROWS = 20_000
 
-_BUCKETED = schemas.MANIFEST.append(pa.field("bucket", pa.int32(), nullable=False))
+SPILL_ROWS = 256_000
+"""Rows the spill holds at most, spread over the buckets, before it writes them."""
+
+HASH = "item_hash"
+"""The column of a bucket's rows holding each item id's hash (:func:`item_hashes`), from which
+its partition at any number of partitions follows."""
+
+_SPILLED = schemas.MANIFEST.append(pa.field(HASH, pa.uint32(), nullable=False))
 
 
 def corpus_batches(
@@ -36,17 +42,24 @@ def corpus_batches(
     """The items of ``entries`` as record batches of :data:`tasks.schemas.MANIFEST`, in order;
     the failures among them are appended to ``failures``."""
     names = schemas.MANIFEST.names
-    rows: list[dict[str, object]] = []
+    columns: list[list[object]] = [[] for _ in names]
     for entry in entries:
         if isinstance(entry, Failure):
             failures.append(entry)
             continue
-        rows.append({name: getattr(entry, name) for name in names})
-        if len(rows) >= batch_rows:
-            yield pa.RecordBatch.from_pylist(rows, schema=schemas.MANIFEST)
-            rows.clear()
-    if rows:
-        yield pa.RecordBatch.from_pylist(rows, schema=schemas.MANIFEST)
+        for column, name in zip(columns, names, strict=True):
+            column.append(getattr(entry, name))
+        if len(columns[0]) >= batch_rows:
+            yield _batch(columns)
+            columns = [[] for _ in names]
+    if columns[0]:
+        yield _batch(columns)
+
+
+def _batch(columns: list[list[object]]) -> pa.RecordBatch:
+    fields = schemas.MANIFEST
+    arrays = [pa.array(values, field.type) for values, field in zip(columns, fields, strict=True)]
+    return pa.RecordBatch.from_arrays(arrays, schema=schemas.MANIFEST)
 
 
 @dataclass(frozen=True)
@@ -56,41 +69,68 @@ class CorpusBuckets:
     directory: str
     bits: int
 
+    def path(self, bucket: int) -> str:
+        """The file of ``bucket``'s items (absent when it has none)."""
+        return os.path.join(self.directory, f"bucket-{bucket:05d}.arrow")
+
     def read(self, bucket: int) -> pa.Table:
-        """The items of ``bucket`` in corpus order (an empty table when it has none)."""
-        path = os.path.join(self.directory, str(bucket))
-        if not os.path.isdir(path):
-            return schemas.MANIFEST.empty_table()
-        files = sorted(os.listdir(path), key=lambda name: (len(name), name))
-        tables = [pq.read_table(os.path.join(path, name), use_threads=False) for name in files]
-        return pa.concat_tables(tables).select(schemas.MANIFEST.names).cast(schemas.MANIFEST)
+        """The items of ``bucket`` in corpus order (an empty table when it has none): manifest
+        rows (:data:`tasks.schemas.MANIFEST`) and the :data:`HASH` of each item id."""
+        path = self.path(bucket)
+        if not os.path.exists(path):
+            return _SPILLED.empty_table()
+        with pa.OSFile(path) as source:
+            return pa.ipc.open_file(source).read_all()
 
 
 def spilled_buckets(batches: Iterable[pa.RecordBatch], directory: str, bits: int) -> CorpusBuckets:
-    """Write ``batches`` into ``2**bits`` buckets by item-id hash under ``directory``."""
+    """Write ``batches`` into ``2**bits`` buckets by item-id hash under ``directory``: each
+    bucket an Arrow IPC file of its items in corpus order.
 
-    def bucketed() -> Iterator[pa.RecordBatch]:
+    Arrow IPC, not Parquet: a scratch file read once, whole. A Parquet writer keeps every row
+    group's metadata until its file closes, so with every bucket's file open the spill's memory
+    grew with the corpus; an IPC file's footer is a few bytes per batch. The writes are made
+    here, in order, not queued to a writer's threads: what the spill holds is at most
+    :data:`SPILL_ROWS` rows waiting in their buckets, however slow the disk."""
+    buckets = CorpusBuckets(directory, bits)
+    options = pa.ipc.IpcWriteOptions(compression="lz4")
+    writers: dict[int, pa.ipc.RecordBatchFileWriter] = {}
+    waiting: dict[int, list[pa.RecordBatch]] = {}
+    waiting_rows: dict[int, int] = {}
+    flush_rows = max(1, SPILL_ROWS >> bits)
+
+    def flush(bucket: int) -> None:
+        writer = writers.get(bucket)
+        if writer is None:
+            writer = pa.ipc.new_file(buckets.path(bucket), _SPILLED, options=options)
+            writers[bucket] = writer
+        writer.write_table(pa.Table.from_batches(waiting.pop(bucket)).combine_chunks())
+        waiting_rows.pop(bucket)
+
+    try:
         for batch in batches:
-            bucket = pa.array(partitions_of(batch.column("item_id"), bits), pa.int32())
-            yield pa.RecordBatch.from_arrays([*batch.columns, bucket], schema=_BUCKETED)
+            for bucket, rows in _by_bucket(batch, bits):
+                waiting.setdefault(bucket, []).append(rows)
+                waiting_rows[bucket] = waiting_rows.get(bucket, 0) + rows.num_rows
+                if waiting_rows[bucket] >= flush_rows:
+                    flush(bucket)
+        for bucket in list(waiting):
+            flush(bucket)
+    finally:
+        for writer in writers.values():
+            writer.close()
+    return buckets
 
-    ds.write_dataset(
-        pa.RecordBatchReader.from_batches(_BUCKETED, bucketed()),
-        directory,
-        format="parquet",
-        # a scratch file read once, whole: no statistics (their footers grow with the rows
-        # while every bucket's file is open) and a fast codec
-        file_options=ds.ParquetFileFormat().make_write_options(
-            write_statistics=False, compression="lz4"
-        ),
-        partitioning=ds.partitioning(pa.schema([("bucket", pa.int32())])),
-        existing_data_behavior="overwrite_or_ignore",
-        max_partitions=1 << bits,
-        preserve_order=True,
-        use_threads=False,
-        # A bucket's rows wait for 1,000 before a row group is written: 256,000 rows held at
-        # most, and row groups few enough that the writer's footers stay small.
-        min_rows_per_group=1_000,
-        max_rows_per_group=64_000,
-    )
-    return CorpusBuckets(directory, bits)
+
+def _by_bucket(batch: pa.RecordBatch, bits: int) -> Iterator[tuple[int, pa.RecordBatch]]:
+    """The rows of ``batch`` in each bucket that holds any, in order, with their :data:`HASH`."""
+    hashes = item_hashes(batch.column("item_id").to_pylist())
+    buckets = hashes & np.uint32((1 << bits) - 1)
+    order = np.argsort(buckets, kind="stable")
+    hashed = pa.RecordBatch.from_arrays([*batch.columns, pa.array(hashes)], schema=_SPILLED)
+    ordered = hashed.take(pa.array(order))
+    sorted_buckets = buckets[order]
+    starts = np.flatnonzero(np.r_[True, sorted_buckets[1:] != sorted_buckets[:-1]])
+    ends = np.r_[starts[1:], len(sorted_buckets)]
+    for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
+        yield int(sorted_buckets[start]), ordered.slice(start, end - start)

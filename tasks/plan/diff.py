@@ -9,26 +9,23 @@ so re-running an unchanged corpus makes no model call at all.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from tasks import schemas
 from tasks.media.images import PreparationError
-from tasks.outcomes import Change, PlanTotals
-from tasks.plan.buckets import CorpusBuckets
-from tasks.plan.reuse import reuse_decision
+from tasks.outcomes import Change
+from tasks.plan.buckets import HASH, CorpusBuckets
 from tasks.plan.units import expanded_item
 from tasks.records import Failure, Item, Unit, routed
 from tasks.settings import EmbeddingSettings, Prices
 from tasks.state.dataset import StateDataset, StateEntry
 from tasks.state.layout import StateLayout, partitions_of
-from tasks.store import CheckpointStore
-from tasks.tables import failures_table, units_from_table, units_table
 
 UNCHANGED_REASON = "same content and settings"
 QUARANTINED_REASON = "quarantined earlier; skipped until the file changes"
@@ -227,7 +224,7 @@ def planned_items(
     items that cannot be embedded (see :func:`planned_item`).
 
     ``buckets`` is the corpus spilled by the item-id hash the state is partitioned by, so each
-    bucket meets the items of one part of the state (:func:`_held_by_bucket`). With ``partial``, the
+    bucket meets the items of one part of the state (:func:`_joined_parts`). With ``partial``, the
     corpus is part of the whole only (one partition of a backfill): an item of the state it
     does not list is not removed, so no removed items are planned.
     """
@@ -236,151 +233,36 @@ def planned_items(
     def expand(item: Item, previous: StateEntry | None) -> Iterator[ItemPlan | Failure]:
         return planned_item(item, previous, config_hash, settings, prices, local_path_of)
 
-    for held, bucket in _held_by_bucket(state, layout, buckets.bits):
-        corpus = buckets.read(bucket)
+    for held, corpus in _joined_parts(buckets, state, layout):
         if corpus.num_rows or held.num_rows:
             yield from bucket_plans(corpus, held, config_hash, expand, partial)
 
 
-def _held_by_bucket(
-    state: StateDataset, layout: StateLayout, bucket_bits: int
-) -> Iterator[tuple[pa.Table, int]]:
-    """The state's items of each corpus bucket, with the bucket. With fewer partitions than
-    buckets, a partition is read once and cut into its buckets; with more, a bucket's items are
-    those of the partitions it covers."""
-    if layout.bits <= bucket_bits:
+def _joined_parts(
+    buckets: CorpusBuckets, state: StateDataset, layout: StateLayout
+) -> Iterator[tuple[pa.Table, pa.Table]]:
+    """The state's items and the corpus's (manifest rows) of one part of the item-id hash at a
+    time, every part once. With fewer partitions than buckets, a partition is read once and cut
+    into its buckets; with more, a bucket is read once and cut into its partitions, so that
+    what is joined at a time is a partition's worth or less, however large the state."""
+    if layout.bits <= buckets.bits:
         for part in range(layout.partitions):
             held = state.partition(layout, part)
-            if layout.bits == bucket_bits:
-                yield held, part
+            if layout.bits == buckets.bits:
+                yield held, _manifest_rows(buckets.read(part))
                 continue
-            in_bucket = pa.array(partitions_of(held["item_id"], bucket_bits))
-            for bucket in range(part, 1 << bucket_bits, layout.partitions):
-                yield held.filter(pc.equal(in_bucket, bucket)), bucket
+            in_bucket = pa.array(partitions_of(held["item_id"], buckets.bits))
+            for bucket in range(part, 1 << buckets.bits, layout.partitions):
+                yield held.filter(pc.equal(in_bucket, bucket)), _manifest_rows(buckets.read(bucket))
         return
-    for bucket in range(1 << bucket_bits):
-        parts = range(bucket, layout.partitions, 1 << bucket_bits)
-        yield pa.concat_tables([state.partition(layout, part) for part in parts]), bucket
+    mask = np.uint32(layout.partitions - 1)
+    for bucket in range(1 << buckets.bits):
+        corpus = buckets.read(bucket)
+        in_part = pa.array(corpus[HASH].to_numpy() & mask)
+        for part in range(bucket, layout.partitions, 1 << buckets.bits):
+            rows = _manifest_rows(corpus.filter(pc.equal(in_part, part)))
+            yield state.partition(layout, part), rows
 
 
-def _count(totals: PlanTotals, plan: ItemPlan) -> None:
-    """Add one item's plan to ``totals``."""
-    totals.items[plan.change] += 1
-    totals.units_to_embed += len(plan.sync_units)
-    totals.async_units += len(plan.async_units)
-    totals.keys_to_delete += len(plan.keys_to_delete)
-    totals.estimated_cost_usd += plan.estimated_cost_usd
-
-
-def _count_rows(totals: PlanTotals, rows: pa.Table) -> None:
-    """Add plan rows that embed nothing (unchanged or removed items) to ``totals``."""
-    for counted in pc.value_counts(rows["change"]).to_pylist():
-        totals.items[counted["values"]] += counted["counts"]
-    totals.keys_to_delete += pc.sum(pc.list_value_length(rows["keys_to_delete"])).as_py() or 0
-
-
-def _plan_row(plan: ItemPlan) -> dict[str, object]:
-    return {
-        "item_id": plan.item_id,
-        "uri": plan.uri,
-        "modality": plan.modality,
-        "change": plan.change,
-        "reason": plan.reason,
-        "units_to_embed": len(plan.sync_units),
-        "async_units": len(plan.async_units),
-        "keys_to_delete": list(plan.keys_to_delete),
-        "estimated_cost_usd": plan.estimated_cost_usd,
-    }
-
-
-def _sync_rows(plan: ItemPlan) -> list[dict[str, object]]:
-    """The plan's sync units as rows of :data:`schemas.SYNC_UNITS` (each with its share of the
-    item's estimated cost)."""
-    names = schemas.UNITS.names
-    share = plan.estimated_cost_usd / max(1, len(plan.units))
-    return [
-        {**{name: getattr(unit, name) for name in names}, "digest": unit.digest, "cost_usd": share}
-        for unit in plan.sync_units
-    ]
-
-
-def write_plan(
-    store: CheckpointStore,
-    run_id: str,
-    plans: Iterable[ItemPlan | Failure | pa.Table],
-    shard_size: int,
-    config_hash: str,
-    batch_rows: int = 1000,
-) -> PlanTotals:
-    """Stream ``plans`` into the run's plan, its sync units and plan failures; decide which
-    units reuse an existing vector (:mod:`tasks.plan.reuse`); cut the others into shards of
-    ``shard_size`` (the unit of work of one task run), in plan order, so the same plan always
-    yields the same shards. Returns the totals."""
-    totals = PlanTotals()
-    failures: list[Failure] = []
-    async_units: list[Unit] = []
-    rows: list[dict[str, object]] = []
-    sync_rows: list[dict[str, object]] = []
-    with (
-        store.table_writer(store.plan_path(run_id), schemas.PLAN) as plan_writer,
-        store.table_writer(store.sync_units_path(run_id), schemas.SYNC_UNITS) as sync_writer,
-    ):
-        for entry in plans:
-            if isinstance(entry, Failure):
-                failures.append(entry)
-                continue
-            if isinstance(entry, pa.Table):
-                _count_rows(totals, entry)
-                plan_writer.write_table(entry)
-                continue
-            _count(totals, entry)
-            rows.append(_plan_row(entry))
-            sync_rows.extend(_sync_rows(entry))
-            async_units.extend(entry.async_units)
-            if len(rows) >= batch_rows:
-                plan_writer.write_table(pa.Table.from_pylist(rows, schema=schemas.PLAN))
-                rows.clear()
-            if len(sync_rows) >= batch_rows:
-                sync_writer.write_table(pa.Table.from_pylist(sync_rows, schema=schemas.SYNC_UNITS))
-                sync_rows.clear()
-        if rows:
-            plan_writer.write_table(pa.Table.from_pylist(rows, schema=schemas.PLAN))
-        if sync_rows:
-            sync_writer.write_table(pa.Table.from_pylist(sync_rows, schema=schemas.SYNC_UNITS))
-    reuse = reuse_decision(store, run_id, config_hash)
-    totals.units_to_embed -= len(reuse.keys)
-    totals.units_reused = len(reuse.keys)
-    totals.reused_cost_usd = reuse.saved_usd
-    totals.estimated_cost_usd -= reuse.saved_usd
-    totals.shards = _cut_shards(store, run_id, shard_size, reuse.keys)
-    totals.failures = len(failures)
-    store.write_table(store.plan_failures_path(run_id), failures_table(failures))
-    store.write_table(store.async_units_path(run_id), units_table(async_units))
-    return totals
-
-
-def _cut_shards(
-    store: CheckpointStore, run_id: str, shard_size: int, reused: frozenset[str]
-) -> int:
-    """Write the run's sync units other than ``reused`` as shards; returns how many."""
-    pending: list[Unit] = []
-    shards = 0
-
-    def flush() -> None:
-        nonlocal shards
-        shards += 1
-        store.write_table(store.shard_units_path(run_id, shards), units_table(pending[:shard_size]))
-        del pending[:shard_size]
-
-    reused_keys = pa.array(sorted(reused), pa.string())
-    parquet = pq.ParquetFile(store.sync_units_path(run_id), filesystem=store.filesystem)
-    for batch in parquet.iter_batches(batch_size=10_000, columns=schemas.UNITS.names):
-        table = pa.Table.from_batches([batch]).cast(schemas.UNITS)
-        if reused:
-            table = table.filter(pc.invert(pc.is_in(table["key"], value_set=reused_keys)))
-        pending.extend(units_from_table(table))
-        while len(pending) >= shard_size:
-            flush()
-    while pending:
-        flush()
-    return shards
+def _manifest_rows(spilled: pa.Table) -> pa.Table:
+    return spilled.select(schemas.MANIFEST.names)

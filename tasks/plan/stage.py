@@ -17,7 +17,8 @@ from tasks import schemas
 from tasks.local_copies import local_source
 from tasks.outcomes import PlanTotals
 from tasks.plan.buckets import BUCKET_BITS, corpus_batches, spilled_buckets
-from tasks.plan.diff import planned_items, write_plan
+from tasks.plan.diff import planned_items
+from tasks.plan.written import write_plan
 from tasks.records import Failure, Item
 from tasks.settings import NovaflowSettings
 from tasks.state.commit import repaired_state

@@ -10,7 +10,8 @@ it plans, from the run's checkpoints: the index already holds what the run loade
 catches up with it and nothing is embedded again.
 
 What a run did to an item is decided from its checkpoints alone (its plan, embeddings, failures
-and manifest), read as Arrow and kept only for the items it changed.
+and manifest), read as Arrow and kept only for the items it changed (one row per item), then
+sorted by partition and applied one partition at a time.
 """
 
 from __future__ import annotations
@@ -18,8 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -62,116 +62,158 @@ def _column_batches(
     store: CheckpointStore, paths: list[str], columns: list[str]
 ) -> Iterator[pa.RecordBatch]:
     for path in paths:
-        parquet = pq.ParquetFile(path, filesystem=store.filesystem)
-        yield from parquet.iter_batches(columns=columns)
+        # pre_buffer would fetch every row group's column chunks up front: the whole file.
+        parquet = pq.ParquetFile(path, filesystem=store.filesystem, pre_buffer=False)
+        yield from parquet.iter_batches(columns=columns, use_threads=False)
+
+
+def _filtered(
+    store: CheckpointStore,
+    paths: list[str],
+    schema: pa.Schema,
+    keep: Callable[[pa.RecordBatch], pa.Array],
+) -> pa.Table:
+    """The rows of the Parquet files at ``paths`` that ``keep`` selects, streamed batch by
+    batch, as a table of ``schema``'s columns."""
+    batches = _column_batches(store, paths, schema.names)
+    kept = [batch.filter(keep(batch)).cast(schema) for batch in batches]
+    return pa.Table.from_batches(kept, schema=schema).combine_chunks()
 
 
 def _changed_items(store: CheckpointStore, run_id: str) -> pa.Table:
     """The plan's items other than the unchanged ones: ``item_id``, ``change``."""
     schema = pa.schema([schemas.PLAN.field("item_id"), schemas.PLAN.field("change")])
-    kept = [
-        batch.filter(pc.not_equal(batch.column("change"), "unchanged"))
-        for batch in _column_batches(store, [store.plan_path(run_id)], ["item_id", "change"])
-    ]
-    return pa.Table.from_batches(kept, schema=schema)
+    return _filtered(
+        store,
+        [store.plan_path(run_id)],
+        schema,
+        lambda batch: pc.not_equal(batch.column("change"), "unchanged"),
+    )
 
 
-def _manifest_rows(
-    store: CheckpointStore, run_id: str, item_ids: pa.Array
-) -> dict[str, dict[str, object]]:
-    """The run's manifest rows of ``item_ids`` (only those: the manifest lists the corpus)."""
+def _run_outcome(store: CheckpointStore, run_id: str, changes: pa.Table, bits: int) -> pa.Table:
+    """One row per item of ``changes`` (plan order within a partition, partitions in order):
+    ``item_id``, ``change``, ``partition`` at ``2**bits``; the run's manifest row (``uri``,
+    ``fingerprint``, ``modality``, ``metadata_json``; null for a removed item); ``keys``, the
+    keys the run embedded for it, sorted; ``failed``, whether the run recorded a failure of the
+    item (stage ``plan`` or later); ``transient``, whether one of those is retried by the next
+    run. Read from the run's checkpoints in Arrow, batch by batch, keeping only the rows of the
+    changed items.
+
+    Only the plan and later stages count as an item's failures: a manifest row's failure
+    (:data:`ROW_STAGE`) is a row that never became an item, and the id it carries may be
+    another row's (a duplicate's is the id of the row that kept it)."""
+    ids = changes["item_id"]
     columns = ["item_id", "uri", "fingerprint", "modality", "metadata_json"]
-    rows: dict[str, dict[str, object]] = {}
-    for batch in _column_batches(store, [store.manifest_path(run_id)], columns):
-        for row in batch.filter(pc.is_in(batch.column("item_id"), value_set=item_ids)).to_pylist():
-            rows[row["item_id"]] = row
-    return rows
+    manifest = _filtered(
+        store,
+        [store.manifest_path(run_id)],
+        pa.schema([schemas.MANIFEST.field(name) for name in columns]),
+        lambda batch: pc.is_in(batch.column("item_id"), value_set=ids),
+    )
+    described = manifest.take(pc.index_in(ids, value_set=manifest["item_id"]))
+    embedded = _filtered(
+        store,
+        store.list_files(store.embeddings_dir(run_id)),
+        pa.schema([pa.field("item_id", pa.string()), pa.field("key", pa.string())]),
+        lambda batch: pc.is_in(batch.column("item_id"), value_set=ids),
+    )
+    # use_threads=False: groups and their lists keep the (sorted) input order
+    keys = (
+        embedded.sort_by([("item_id", "ascending"), ("key", "ascending")])
+        .group_by("item_id", use_threads=False)
+        .aggregate([("key", "list")])
+    )
+    held_keys = keys["key_list"].take(pc.index_in(ids, value_set=keys["item_id"]))
+    failures = _filtered(
+        store,
+        store.list_files(store.run_failures_dir(run_id)),
+        pa.schema([pa.field(name, pa.string()) for name in ("item_id", "stage", "code")]),
+        lambda batch: pc.not_equal(batch.column("stage"), ROW_STAGE),
+    )
+    retried = pa.array(sorted(RETRIED_NEXT_RUN_CODES), pa.string())
+    transient = failures.filter(pc.is_in(failures["code"], value_set=retried))
+    outcome = pa.table(
+        {
+            "item_id": ids,
+            "change": changes["change"],
+            "partition": pa.array(partitions_of(ids, bits)),
+            **{name: described[name] for name in columns[1:]},
+            "keys": pc.fill_null(held_keys, pa.scalar([], pa.list_(pa.string()))),
+            "failed": pc.is_in(ids, value_set=failures["item_id"]),
+            "transient": pc.is_in(ids, value_set=transient["item_id"]),
+        }
+    )
+    order = np.argsort(outcome["partition"].to_numpy(), kind="stable")
+    return outcome.take(pa.array(order))
 
 
-def _embedded_keys(store: CheckpointStore, run_id: str) -> dict[str, list[str]]:
-    """The keys this run embedded, by item (only the items it changed have any)."""
-    embedded: defaultdict[str, list[str]] = defaultdict(list)
-    paths = store.list_files(store.embeddings_dir(run_id))
-    for batch in _column_batches(store, paths, ["key", "item_id"]):
-        for key, item_id in zip(
-            batch.column("key").to_pylist(), batch.column("item_id").to_pylist(), strict=True
-        ):
-            embedded[item_id].append(key)
-    return embedded
+def _by_partition(outcome: pa.Table) -> Iterator[tuple[int, pa.Table]]:
+    """The rows of each partition of ``outcome`` (sorted by partition), with the partition."""
+    parts = outcome["partition"].to_numpy()
+    if len(parts) == 0:
+        return
+    starts = np.flatnonzero(np.r_[True, parts[1:] != parts[:-1]])
+    ends = np.r_[starts[1:], len(parts)]
+    for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
+        yield int(parts[start]), outcome.slice(start, end - start)
 
 
-def _failure_codes(store: CheckpointStore, run_id: str) -> dict[str, set[str]]:
-    """The codes of each item's own failures in this run: those of the plan stage or later. A
-    manifest row's failure (:data:`ROW_STAGE`) is a row that never became an item, and the id it
-    carries may be another row's: a duplicate's is the id of the row that kept it."""
-    codes: defaultdict[str, set[str]] = defaultdict(set)
-    paths = store.list_files(store.run_failures_dir(run_id))
-    for batch in _column_batches(store, paths, ["item_id", "stage", "code"]):
-        for row in batch.to_pylist():
-            if row["stage"] != ROW_STAGE:
-                codes[row["item_id"]].add(row["code"])
-    return codes
-
-
-@dataclass(frozen=True)
-class _RunOutcome:
-    """What one run did, read from its checkpoints, for the items it changed."""
-
-    changes: pa.Table
-    manifest: dict[str, dict[str, object]]
-    embedded: dict[str, list[str]]
-    failure_codes: dict[str, set[str]]
-    config_hash: str
-
-    def entries(
-        self, item_ids: list[str], changes: list[str], previous: pa.Table
-    ) -> tuple[set[str], list[dict[str, object]]]:
-        """For one partition: the item ids whose rows go (removed or replaced) and the rows that
-        replace them. ``previous`` is the partition before this run."""
-        drop: set[str] = set()
-        rows: list[dict[str, object]] = []
-        incomplete = [
-            item_id
-            for item_id in item_ids
-            if self.failure_codes.get(item_id, set()) & RETRIED_NEXT_RUN_CODES
-            and self.embedded.get(item_id)
-        ]
-        held = {}
-        if incomplete:
-            wanted = previous.filter(pc.is_in(previous["item_id"], value_set=pa.array(incomplete)))
-            held = dict(zip(wanted["item_id"].to_pylist(), wanted["keys"].to_pylist(), strict=True))
-        for item_id, change in zip(item_ids, changes, strict=True):
-            if change == "removed":
-                drop.add(item_id)
-                continue
-            codes = self.failure_codes.get(item_id, set())
-            embedded = self.embedded.get(item_id, [])
-            if codes & RETRIED_NEXT_RUN_CODES:
-                # Transient failures: what it may hold now if this run loaded some of it, else
-                # its previous entry stands; either way the next run plans it again.
-                if embedded:
-                    keys = set(held.get(item_id) or ()) | set(embedded)
-                    rows.append(self._row(item_id, keys, "incomplete"))
-                    drop.add(item_id)
-                continue
-            # An item that failed planning is remembered too, with no keys, so that an
-            # unchanged corpus is not planned again.
-            rows.append(self._row(item_id, embedded, "quarantined" if codes else "complete"))
-            drop.add(item_id)
-        return drop, rows
-
-    def _row(self, item_id: str, keys: object, status: str) -> dict[str, object]:
-        source = self.manifest[item_id]
-        return {
-            "item_id": item_id,
-            "uri": source["uri"],
-            "fingerprint": source["fingerprint"],
-            "config_hash": self.config_hash,
-            "keys": sorted(keys),  # type: ignore[call-overload]
-            "modality": source["modality"],
-            "metadata_json": source["metadata_json"],
+def _applied(
+    rows: pa.Table, previous: pa.Table, config_hash: str
+) -> tuple[pa.Table, pa.Table] | None:
+    """One partition after the run: the partition (``previous``) with the run's outcome
+    (``rows``, see :func:`_run_outcome`) applied, and the delta that records the change (the
+    rows written, and a removal for each item that left); None when the partition is as it
+    was (only transient failures that loaded nothing, whose previous entries stand)."""
+    removed = pc.equal(rows["change"], "removed")
+    loaded = pc.greater(pc.list_value_length(rows["keys"]), 0)
+    # Transient failures: what it may hold now if this run loaded some of it, else its
+    # previous entry stands; either way the next run plans it again. An item that failed
+    # planning is remembered too, with no keys, so that an unchanged corpus is not planned
+    # again.
+    kept = rows.filter(pc.and_(pc.invert(removed), pc.or_(pc.invert(rows["transient"]), loaded)))
+    if kept.num_rows == 0 and not pc.any(removed).as_py():
+        return None
+    status = pc.if_else(
+        kept["transient"],
+        "incomplete",
+        pc.if_else(kept["failed"], "quarantined", "complete"),
+    )
+    written = pa.table(
+        {
+            "item_id": kept["item_id"],
+            "uri": kept["uri"],
+            "fingerprint": kept["fingerprint"],
+            "config_hash": pa.array([config_hash] * kept.num_rows, pa.string()),
+            "keys": _with_held_keys(kept, previous),
+            "modality": kept["modality"],
+            "metadata_json": kept["metadata_json"],
             "status": status,
         }
+    ).cast(schemas.STATE)
+    drop = pa.concat_arrays(
+        [rows["item_id"].filter(removed).combine_chunks(), written["item_id"].combine_chunks()]
+    )
+    dropped = pc.is_in(previous["item_id"], value_set=drop)
+    gone = previous["item_id"].filter(dropped)
+    gone = gone.filter(pc.invert(pc.is_in(gone, value_set=written["item_id"])))
+    delta = pa.concat_tables([written, removals(sorted(gone.to_pylist()))])
+    now = pa.concat_tables([previous.filter(pc.invert(dropped)), written])
+    return now, delta
+
+
+def _with_held_keys(kept: pa.Table, previous: pa.Table) -> pa.ChunkedArray:
+    """The keys of ``kept``'s items; an incomplete one's are all it may hold: its previous
+    keys and the ones this run loaded, sorted, once each."""
+    if not pc.any(kept["transient"]).as_py():
+        return kept["keys"]
+    keys = kept["keys"].to_pylist()
+    held = previous["keys"].take(pc.index_in(kept["item_id"], value_set=previous["item_id"]))
+    flags = kept["transient"].to_pylist()
+    for index in (i for i, transient in enumerate(flags) if transient):
+        keys[index] = sorted(set(held[index].as_py() or ()) | set(keys[index]))
+    return pa.chunked_array([pa.array(keys, pa.list_(pa.string()))])
 
 
 def committed_run(
@@ -206,31 +248,17 @@ def committed_run(
             dataset.write_layout(layout)
     if changes.num_rows == 0:
         return layout.items
-    outcome = _RunOutcome(
-        changes=changes,
-        manifest=_manifest_rows(store, run_id, changes["item_id"].combine_chunks()),
-        embedded=_embedded_keys(store, run_id),
-        failure_codes=_failure_codes(store, run_id),
-        config_hash=config_hash,
-    )
-    parts = partitions_of(changes["item_id"], layout.bits)
-    touched = sorted(set(parts.tolist()))
+    outcome = _run_outcome(store, run_id, changes, layout.bits)
+    touched = sorted(set(pc.unique(outcome["partition"]).to_pylist()))
     store.write_text(record_path, CommitRecord(run_id, config_hash, tuple(touched)).to_json())
-    item_ids = np.asarray(changes["item_id"].to_pylist(), dtype=object)
-    kinds = np.asarray(changes["change"].to_pylist(), dtype=object)
     updated: dict[int, PartitionFiles] = {}
     superseded: list[str] = []
-    for part in touched:
-        in_part = parts == part
+    for part, rows in _by_partition(outcome):
         previous = dataset.partition(layout, part)
-        drop, rows = outcome.entries(list(item_ids[in_part]), list(kinds[in_part]), previous)
-        if not drop:
+        applied = _applied(rows, previous, config_hash)
+        if applied is None:
             continue
-        dropped = pc.is_in(previous["item_id"], value_set=pa.array(sorted(drop), pa.string()))
-        written = pa.Table.from_pylist(rows, schema=schemas.STATE)
-        gone = set(previous["item_id"].filter(dropped).to_pylist()) - {r["item_id"] for r in rows}
-        delta = pa.concat_tables([written, removals(sorted(gone))])
-        now = pa.concat_tables([previous.filter(pc.invert(dropped)), written])
+        now, delta = applied
         updated[part], old_files = dataset.written_partition(layout, part, now, delta, run_id)
         superseded.extend(old_files)
     old_layout = layout
