@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
@@ -25,17 +26,16 @@ from tasks.store import CheckpointStore
 
 @dataclass(frozen=True)
 class ReuseDecision:
-    """The units of a run that take an existing vector (``keys``) and what embedding them
-    would have cost (``saved_usd``)."""
+    """The units of a run that take an existing vector (``keys``, an Arrow array: a run may
+    reuse millions) and what embedding them would have cost (``saved_usd``)."""
 
-    keys: frozenset[str]
+    keys: pa.Array
     saved_usd: float
 
 
-def _earlier_vectors(
-    store: CheckpointStore, config_hash: str, digests: pa.Array
-) -> dict[str, tuple[str, str]]:
-    """The newest run and key that embedded each of ``digests`` under ``config_hash``."""
+def _earlier_vectors(store: CheckpointStore, config_hash: str, digests: pa.Array) -> pa.Table:
+    """The newest run (``run_id``) and key (``key``) that embedded each of ``digests`` found
+    under ``config_hash``, one row per ``digest``."""
     directory = store.digests_dir(config_hash)
     selector = pafs.FileSelector(directory, allow_not_found=True)
     files = [
@@ -44,43 +44,52 @@ def _earlier_vectors(
         if info.type == pafs.FileType.File and info.path.endswith(".parquet")
     ]
     if not files:
-        return {}
+        return schemas.DIGESTS.empty_table().select(["digest", "run_id", "key"])
     dataset = ds.dataset(files, schema=schemas.DIGESTS, filesystem=store.filesystem)
     found = dataset.to_table(filter=pc.field("digest").isin(digests))
-    found = found.sort_by([("run_id", "descending")])
-    earlier: dict[str, tuple[str, str]] = {}
-    for digest, key, run_id in zip(
-        found["digest"].to_pylist(), found["key"].to_pylist(), found["run_id"].to_pylist(),
-        strict=True,
-    ):  # fmt: skip
-        earlier.setdefault(digest, (run_id, key))
-    return earlier
+    newest_first = found.sort_by([("run_id", "descending")])
+    # Unthreaded, "first" is the first row of each digest in that order: the newest run's.
+    newest = newest_first.group_by("digest", use_threads=False).aggregate(
+        [("run_id", "first"), ("key", "first")]
+    )
+    return newest.rename_columns(["digest", "run_id", "key"])
 
 
 def reuse_decision(store: CheckpointStore, run_id: str, config_hash: str) -> ReuseDecision:
     """Decide which of run ``run_id``'s planned sync units reuse a vector; write the decision
-    (:meth:`CheckpointStore.reused_units_path`) and return it."""
+    (:meth:`CheckpointStore.reused_units_path`) and return it.
+
+    A unit reuses the newest earlier run's vector of its digest, else (a copy within the run)
+    the vector of the run's first unit with that digest. Decided column by column in Arrow:
+    no Python object per unit."""
     units = store.read_table(store.sync_units_path(run_id), schemas.SYNC_UNITS).select(
         ["key", "digest", "cost_usd"]
     )
     earlier = _earlier_vectors(store, config_hash, pc.unique(units["digest"]))
-    first_in_run: dict[str, str] = {}
-    rows: list[dict[str, str]] = []
-    saved = 0.0
-    for key, digest, cost in zip(
-        units["key"].to_pylist(), units["digest"].to_pylist(), units["cost_usd"].to_pylist(),
-        strict=True,
-    ):  # fmt: skip
-        if digest in earlier:
-            source_run, source_key = earlier[digest]
-        elif digest in first_in_run:
-            source_run, source_key = run_id, first_in_run[digest]
-        else:
-            first_in_run[digest] = key
-            continue
-        rows.append({"key": key, "source_run": source_run, "source_key": source_key})
-        saved += cost
-    store.write_table(
-        store.reused_units_path(run_id), pa.Table.from_pylist(rows, schema=schemas.REUSED_UNITS)
+    position = pa.array(np.arange(units.num_rows, dtype=np.int64))
+    firsts = (
+        units.select(["digest"])
+        .append_column("position", position)
+        .group_by("digest", use_threads=False)
+        .aggregate([("position", "min")])
     )
-    return ReuseDecision(frozenset(row["key"] for row in rows), saved)
+    first_position = firsts["position_min"].take(
+        pc.index_in(units["digest"], value_set=firsts["digest"])
+    )
+    in_earlier = pc.index_in(units["digest"], value_set=earlier["digest"])
+    from_earlier = pc.is_valid(in_earlier)
+    reused = pc.or_(from_earlier, pc.not_equal(first_position, position))
+    decision = pa.table(
+        {
+            "key": units["key"],
+            "source_run": pc.if_else(
+                from_earlier, earlier["run_id"].take(in_earlier), pa.scalar(run_id)
+            ),
+            "source_key": pc.if_else(
+                from_earlier, earlier["key"].take(in_earlier), units["key"].take(first_position)
+            ),
+        }
+    ).filter(reused)
+    store.write_table(store.reused_units_path(run_id), decision.cast(schemas.REUSED_UNITS))
+    saved = pc.sum(units["cost_usd"].filter(reused)).as_py() or 0.0
+    return ReuseDecision(decision["key"].combine_chunks(), float(saved))

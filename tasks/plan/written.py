@@ -150,9 +150,7 @@ def write_plan(
     return totals
 
 
-def _cut_shards(
-    store: CheckpointStore, run_id: str, shard_size: int, reused: frozenset[str]
-) -> int:
+def _cut_shards(store: CheckpointStore, run_id: str, shard_size: int, reused: pa.Array) -> int:
     """Write the run's sync units other than ``reused`` as shards; returns how many."""
     pending: list[Unit] = []
     shards = 0
@@ -163,15 +161,14 @@ def _cut_shards(
         store.write_table(store.shard_units_path(run_id, shards), units_table(pending[:shard_size]))
         del pending[:shard_size]
 
-    reused_keys = pa.array(sorted(reused), pa.string())
     # pre_buffer would fetch every row group's column chunks up front: the whole file.
     parquet = pq.ParquetFile(
         store.sync_units_path(run_id), filesystem=store.filesystem, pre_buffer=False
     )
     for batch in parquet.iter_batches(batch_size=10_000, columns=schemas.UNITS.names):
         table = pa.Table.from_batches([batch]).cast(schemas.UNITS)
-        if reused:
-            table = table.filter(pc.invert(pc.is_in(table["key"], value_set=reused_keys)))
+        if len(reused):
+            table = table.filter(pc.invert(pc.is_in(table["key"], value_set=reused)))
         pending.extend(units_from_table(table))
         while len(pending) >= shard_size:
             flush()
