@@ -2,22 +2,22 @@
 
 For each size N, a state of N items (written in the project's own layout) and a corpus of the
 same items with 1% changed, 0.5% removed and 0.5% new are generated in code, in a process of
-their own. A fresh process plans the corpus against the state (``planned_run``, the run's first
-stage: the corpus streams in from a generator, as a resolved manifest would), and another
-commits the plan's outcome (``committed_run``); each reports its stage's wall time and its
-process's peak RSS (imports included), so that neither figure holds the generator's memory or
-the other stage's. The table shows the plan's items per second, both peaks, and the bytes the
-commit wrote next to the bytes of the whole state; "peak RSS" is the larger of the two peaks.
-The sizes run side by side in one invocation, so the ratios compare like with like:
+their own (so no figure holds the generator's memory). A fresh process then does what
+``novaflow run`` does around its embedding, in the same process: it plans the corpus against
+the state (``planned_run``, the run's first stage: the corpus streams in from a generator, as a
+resolved manifest would) and commits the plan's outcome (``committed_run``). Each stage's wall
+time is reported, and the process's peak RSS (imports included) after the plan ("plan MiB")
+and after the commit ("run MiB", the peak of the two stages together: the headline "peak
+RSS"). The table also shows the plan's items per second and the bytes the commit wrote next to
+the bytes of the whole state. The sizes run side by side in one invocation, so the ratios
+compare like with like:
 
     .venv/bin/python bench/bench_plan_scale.py                    # 1M and 4M items
     .venv/bin/python bench/bench_plan_scale.py --sizes 1000000,4000000,16000000
     .venv/bin/python bench/bench_plan_scale.py --smoke            # CI: 20k and 80k
 
 Goals (issue 14): peak RSS grows by at most 10% from 1M to 4M and stays under 1 GiB; the
-commit writes bytes in proportion to the change, not to the state. (``novaflow run`` plans and
-commits in one process, with the embedding in between, so memory the plan's allocators keep
-can add to the commit's; the figures here are each stage's own.)
+commit writes bytes in proportion to the change, not to the state.
 """
 
 from __future__ import annotations
@@ -165,14 +165,12 @@ def _child(*args: str) -> dict[str, float]:
 
 
 def _run_size(size: int) -> dict[str, float]:
-    """Each stage in a process of its own, so that each peak is that stage's: the state's
-    generation, the plan, the commit."""
+    """The state's generation in a process of its own, then the plan and the commit together
+    in another, as a run does them."""
     with tempfile.TemporaryDirectory(prefix="novaflow-bench-plan-") as scratch:
         _child("--setup", str(size), scratch)
-        planned = _child("--plan", str(size), scratch)
-        committed = _child("--commit", scratch)
-        peak = max(planned["plan_peak_mib"], committed["commit_peak_mib"])
-        return {"items": float(size), "peak_mib": peak, **planned, **committed}
+        ran = _child("--run", str(size), scratch)
+        return {"items": float(size), "peak_mib": ran["commit_peak_mib"], **ran}
 
 
 def main() -> None:
@@ -180,29 +178,26 @@ def main() -> None:
     parser.add_argument("--sizes", default="1000000,4000000")
     parser.add_argument("--smoke", action="store_true", help="20k and 80k items (for CI)")
     parser.add_argument("--setup", nargs=2, metavar=("SIZE", "DIR"), help=argparse.SUPPRESS)
-    parser.add_argument("--plan", nargs=2, metavar=("SIZE", "DIR"), help=argparse.SUPPRESS)
-    parser.add_argument("--commit", metavar="DIR", help=argparse.SUPPRESS)
+    parser.add_argument("--run", nargs=2, metavar=("SIZE", "DIR"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.setup:
         _setup(int(args.setup[0]), Path(args.setup[1]))
         print(json.dumps({}))
         return
-    if args.plan:
-        print(json.dumps(_plan(int(args.plan[0]), Path(args.plan[1]))))
-        return
-    if args.commit:
-        print(json.dumps(_commit(Path(args.commit))))
+    if args.run:
+        size, workdir = int(args.run[0]), Path(args.run[1])
+        print(json.dumps({**_plan(size, workdir), **_commit(workdir)}))
         return
     sizes = [20_000, 80_000] if args.smoke else [int(s) for s in args.sizes.split(",")]
     results = [_run_size(size) for size in sizes]
-    print(f"{'items':>11} {'plan s':>8} {'items/s':>10} {'plan MiB':>9} {'commit MiB':>10} "
+    print(f"{'items':>11} {'plan s':>8} {'items/s':>10} {'plan MiB':>9} {'run MiB':>8} "
           f"{'partitions':>10} {'commit s':>9} {'commit MB':>10} {'state MB':>9} "
           f"{'written/state':>13}")  # fmt: skip
     for r in results:
         print(
             f"{int(r['items']):>11,} {r['plan_seconds']:>8.1f} "
             f"{r['planned'] / r['plan_seconds']:>10,.0f} {r['plan_peak_mib']:>9.0f} "
-            f"{r['commit_peak_mib']:>10.0f} "
+            f"{r['commit_peak_mib']:>8.0f} "
             f"{int(r['partitions']):>10} {r['commit_seconds']:>9.1f} "
             f"{r['commit_bytes'] / 1e6:>10.2f} {r['state_bytes'] / 1e6:>9.1f} "
             f"{r['commit_bytes'] / r['state_bytes']:>13.3f}"

@@ -77,7 +77,7 @@ def _filtered(
     batch, as a table of ``schema``'s columns."""
     batches = _column_batches(store, paths, schema.names)
     kept = [batch.filter(keep(batch)).cast(schema) for batch in batches]
-    return pa.Table.from_batches(kept, schema=schema).combine_chunks()
+    return pa.Table.from_batches(kept, schema=schema)
 
 
 def _changed_items(store: CheckpointStore, run_id: str) -> pa.Table:
@@ -112,6 +112,7 @@ def _run_outcome(store: CheckpointStore, run_id: str, changes: pa.Table, bits: i
         lambda batch: pc.is_in(batch.column("item_id"), value_set=ids),
     )
     described = manifest.take(pc.index_in(ids, value_set=manifest["item_id"]))
+    del manifest  # the rows, now in item order, are all the outcome needs of it
     embedded = _filtered(
         store,
         store.list_files(store.embeddings_dir(run_id)),
@@ -125,6 +126,7 @@ def _run_outcome(store: CheckpointStore, run_id: str, changes: pa.Table, bits: i
         .aggregate([("key", "list")])
     )
     held_keys = keys["key_list"].take(pc.index_in(ids, value_set=keys["item_id"]))
+    del embedded, keys
     failures = _filtered(
         store,
         store.list_files(store.run_failures_dir(run_id)),
@@ -248,6 +250,8 @@ def committed_run(
             dataset.write_layout(layout)
     if changes.num_rows == 0:
         return layout.items
+    # What earlier stages freed stays with Arrow's allocator unless handed back.
+    pa.default_memory_pool().release_unused()
     outcome = _run_outcome(store, run_id, changes, layout.bits)
     touched = sorted(set(pc.unique(outcome["partition"]).to_pylist()))
     store.write_text(record_path, CommitRecord(run_id, config_hash, tuple(touched)).to_json())
