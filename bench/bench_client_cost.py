@@ -15,13 +15,20 @@ table prints both the whole cost per unit and the marginal cost per unit beyond 
 part. The larger corpus is then run again unchanged (nothing to embed: a crawl and a diff), and
 its CPU is set against the first run's, whole and beyond the fixed part.
 
+Prefect's API comes two ways, each a table of its own: ``temporary``, novaflow's default when
+no ``PREFECT_API_URL`` is set (a temporary Prefect server started and stopped by every run, in
+its process tree, so counted); and ``running``, as a deployment runs, against one ``prefect
+server start`` on loopback started once before the runs (a separate process, not counted, like
+the stand-in).
+
 Goals (the issue's): ≤ 2 ms of CPU per unit at both concurrencies, no more per unit at the
 larger size, peak RSS growing ≤ 10% from the smaller corpus to the larger and staying under
 400 MB, and the unchanged re-run ≤ 5% of the first run's CPU.
 
 Run: ``.venv/bin/python bench/bench_client_cost.py [--sizes 5000,20000]
-[--concurrencies 8,32] [--requests-per-second 400]`` (about ten minutes on 2 cores), or
-``--smoke`` (20 and 80 units at C=8, no warm-up run: figures only, about 40 s).
+[--concurrencies 8,32] [--requests-per-second 400] [--prefect temporary|running|both]``
+(both by default: about ten minutes on 2 cores), or ``--smoke`` (20 and 80 units at C=8, no
+warm-up run, temporary server only: figures only, about 40 s).
 ``--profile DIR`` records every run with ``py-spy record --subprocesses --threads --gil`` into
 DIR, as collapsed stacks (``<run>.txt``): samples of the thread holding the GIL in each process
 of the run, i.e. its Python CPU (C code that releases the GIL is not seen; the figures then
@@ -33,11 +40,16 @@ from __future__ import annotations
 import argparse
 import os
 import resource
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Sequence
+import urllib.request
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,6 +68,7 @@ GOAL_RSS_MB = 400.0
 GOAL_RSS_GROWTH = 0.10
 GOAL_RERUN_SHARE = 0.05
 FILES_PER_FOLDER = 1_000
+PREFECT_SERVER_START_SECONDS = 180.0
 WORDS = (
     "river", "stone", "harvest", "lantern", "orbit", "copper", "meadow", "signal", "violet",
     "archive", "ember", "glacier", "harbour", "quartz", "thistle", "beacon", "saffron", "tundra",
@@ -73,7 +86,9 @@ class Measured:
     units: int
     concurrency: int
     cpu_seconds: float
+    system_seconds: float
     peak_rss_mb: float
+    main_rss_mb: float
     wall_seconds: float
 
     def ms_per_unit(self, fixed: Measured | None = None) -> float:
@@ -121,12 +136,19 @@ def measured_run(
     started = time.perf_counter()
     with log.open("w") as output:
         process = subprocess.Popen(command, env=run_env, stdout=output, stderr=subprocess.STDOUT)
+        done = threading.Event()
+        main_peak = [0.0]
+        watcher = threading.Thread(target=_watch_peak, args=(process.pid, done, main_peak))
+        watcher.start()
         try:
             _, status, usage = os.wait4(process.pid, 0)
         except BaseException:
             process.kill()
             process.wait()
             raise
+        finally:
+            done.set()
+            watcher.join()
         process.returncode = os.waitstatus_to_exitcode(status)
     wall = time.perf_counter() - started
     if process.returncode != 0:
@@ -137,9 +159,25 @@ def measured_run(
         units,
         concurrency,
         cpu_seconds=usage.ru_utime + usage.ru_stime,
+        system_seconds=usage.ru_stime,
         peak_rss_mb=usage.ru_maxrss / 1024,
+        main_rss_mb=main_peak[0],
         wall_seconds=wall,
     )
+
+
+def _watch_peak(pid: int, done: threading.Event, peak: list[float]) -> None:
+    """Until ``done``, read the peak RSS (``VmHWM``, Linux) of process ``pid`` itself, without
+    its children, into ``peak[0]`` every 0.2 s: which of the tree's processes is the largest."""
+    status = Path(f"/proc/{pid}/status")
+    while not done.wait(0.2):
+        try:
+            lines = status.read_text().splitlines()
+        except OSError:
+            continue  # exited, not yet reaped
+        for line in lines:
+            if line.startswith("VmHWM:"):
+                peak[0] = max(peak[0], int(line.split()[1]) / 1024)
 
 
 def verdict(ok: bool) -> str:
@@ -156,16 +194,17 @@ def report(
 ) -> None:
     """Print the table and the ratios the goals are about."""
     print(
-        f"{'run':<22} {'units':>6} {'C':>3} {'CPU s':>8} {'ms/unit':>8} {'marginal':>9} "
-        f"{'units/CPU s':>12} {'peak RSS MB':>12} {'wall s':>7}"
+        f"{'run':<30} {'units':>6} {'C':>3} {'CPU s':>8} {'(sys s)':>8} {'ms/unit':>8} "
+        f"{'marginal':>9} {'units/CPU s':>12} {'peak RSS MB':>12} {'(novaflow)':>10} "
+        f"{'wall s':>7}"
     )
     for run in (fixed, *runs, rerun):
         print(
-            f"{run.label:<22} {run.units:>6} {run.concurrency:>3} {run.cpu_seconds:>8.1f} "
-            f"{run.ms_per_unit():>8.2f} "
+            f"{run.label:<30} {run.units:>6} {run.concurrency:>3} {run.cpu_seconds:>8.1f} "
+            f"{run.system_seconds:>8.1f} {run.ms_per_unit():>8.2f} "
             + (f"{run.ms_per_unit(fixed):>9.2f} " if run is not fixed else f"{'':>9} ")
             + f"{run.units / run.cpu_seconds:>12.0f} {run.peak_rss_mb:>12.0f} "
-            f"{run.wall_seconds:>7.1f}"
+            f"{run.main_rss_mb:>10.0f} {run.wall_seconds:>7.1f}"
         )
     small, large = min(sizes), max(sizes)
     by = {(run.units, run.concurrency): run for run in runs}
@@ -195,6 +234,93 @@ def report(
     )
 
 
+@contextmanager
+def running_prefect_server(env: dict[str, str], work: Path) -> Iterator[str]:
+    """``prefect server start`` on a free loopback port, with a home and database of its own;
+    yields its API URL, stops it after."""
+    home = work / "prefect-server-home"
+    home.mkdir()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    api = f"http://127.0.0.1:{port}/api"
+    server_env = {
+        **env,
+        "PREFECT_HOME": str(home),
+        "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home / 'prefect.db'}",
+    }
+    command = [
+        str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port),
+        "--no-ui",
+    ]  # fmt: skip
+    with (work / "prefect-server.log").open("w") as log:
+        server = subprocess.Popen(command, env=server_env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + PREFECT_SERVER_START_SECONDS
+        while not _answers(f"{api}/health"):
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"prefect server start did not come up (exit {server.poll()})")
+            time.sleep(0.2)
+        yield api
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+def measured_runs(
+    prefect: str,
+    work: Path,
+    env: dict[str, str],
+    sizes: Sequence[int],
+    concurrencies: Sequence[int],
+    corpora: dict[int, Path],
+    one: Path,
+    warm_up: bool,
+    profile: Path | None,
+) -> tuple[Measured, list[Measured], Measured]:
+    """The one-unit run, every size at every concurrency, and the unchanged re-run of the
+    largest, each against a fresh index (``prefect`` names the Prefect API: labels only)."""
+
+    def run(label: str, corpus: Path, units: int, concurrency: int, name: str) -> Measured:
+        name = f"{prefect}-{name}"
+        store = work / f"store-{name}"
+        return measured_run(
+            f"{prefect} {label}", corpus, units, concurrency, store, name, env, profile
+        )
+
+    if warm_up:
+        # Pays for the first imports (.pyc files, the OS's file cache) and Prefect's database
+        # set-up before any count.
+        run("warm-up", one, 1, concurrencies[0], "warm-up")
+    fixed = run("one unit", one, 1, concurrencies[0], "one")
+    runs = [
+        run(f"{size} C={c}", corpora[size], size, c, f"i-{size}-{c}")
+        for size in sizes
+        for c in concurrencies
+    ]
+    large = max(sizes)
+    rerun = run(
+        f"{large} unchanged C={concurrencies[0]}",
+        corpora[large],
+        large,
+        concurrencies[0],
+        f"i-{large}-{concurrencies[0]}",
+    )
+    return fixed, runs, rerun
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -202,6 +328,12 @@ def main() -> None:
     parser.add_argument("--sizes", help="two corpus sizes, in units (5000,20000)")
     parser.add_argument("--concurrencies", help="model calls in flight per shard (8,32)")
     parser.add_argument("--requests-per-second", type=float, default=REQUESTS_PER_SECOND)
+    parser.add_argument(
+        "--prefect",
+        choices=("temporary", "running", "both"),
+        help="Prefect API: each run's temporary server, a server started once, or both "
+        "(default: both; temporary with --smoke)",
+    )
     parser.add_argument("--profile", type=Path, help="record each run with py-spy into DIR")
     parser.add_argument("--smoke", action="store_true", help=f"sizes {SMOKE_SIZES}")
     args = parser.parse_args()
@@ -215,9 +347,12 @@ def main() -> None:
         if args.concurrencies
         else (SMOKE_CONCURRENCIES if args.smoke else CONCURRENCIES)
     )
+    prefect = args.prefect or ("temporary" if args.smoke else "both")
+    modes = ("temporary", "running") if prefect == "both" else (prefect,)
     if args.profile is not None:
         args.profile.mkdir(parents=True, exist_ok=True)
     bench_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    results: dict[str, tuple[Measured, list[Measured], Measured]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-client-cost-") as scratch:
         work = Path(scratch)
         # The runs and the stand-in run this checkout's code, whichever one the venv installed.
@@ -231,30 +366,18 @@ def main() -> None:
             }
             corpora = {size: text_corpus(work / f"corpus-{size}", size) for size in sizes}
             one = text_corpus(work / "corpus-1", 1)
-
-            def run(label: str, corpus: Path, units: int, concurrency: int, name: str) -> Measured:
-                store = work / f"store-{name}"
-                return measured_run(
-                    label, corpus, units, concurrency, store, name, env, args.profile
-                )
-
-            if not args.smoke:
-                # Pays for the first imports (.pyc files, the OS's file cache) before any count.
-                run("warm-up", one, 1, concurrencies[0], "warm-up")
-            fixed = run("one unit", one, 1, concurrencies[0], "one")
-            runs = [
-                run(f"{size} units C={c}", corpora[size], size, c, f"i-{size}-{c}")
-                for size in sizes
-                for c in concurrencies
-            ]
-            large = max(sizes)
-            rerun = run(
-                f"{large} unchanged C={concurrencies[0]}",
-                corpora[large],
-                large,
-                concurrencies[0],
-                f"i-{large}-{concurrencies[0]}",
-            )
+            for mode in modes:
+                if mode == "temporary":
+                    results[mode] = measured_runs(
+                        mode, work, env, sizes, concurrencies, corpora, one, not args.smoke,
+                        args.profile,
+                    )  # fmt: skip
+                    continue
+                with running_prefect_server(env, work) as api:
+                    results[mode] = measured_runs(
+                        mode, work, {**env, "PREFECT_API_URL": api}, sizes, concurrencies,
+                        corpora, one, not args.smoke, args.profile,
+                    )  # fmt: skip
     print(
         f"Client cost per synchronous text unit: novaflow run --backend aws against a separate "
         f"stand-in (no latency, no quota), pacing {args.requests_per_second:g}/s, "
@@ -264,9 +387,19 @@ def main() -> None:
     )
     print(
         f"CPU: user + system of novaflow's whole process tree; peak RSS: its largest process "
-        f"(reads no lower than this bench's {bench_rss_mb:.0f} MB at spawn)"
+        f"(reads no lower than this bench's {bench_rss_mb:.0f} MB at spawn); (novaflow): the "
+        f"peak of the novaflow process alone"
     )
-    report(fixed, runs, rerun, sizes, concurrencies)
+    for mode, (fixed, runs, rerun) in results.items():
+        print()
+        print(
+            "Prefect API: a temporary server started and stopped by each run (novaflow's "
+            "default without PREFECT_API_URL), counted in the run's tree"
+            if mode == "temporary"
+            else "Prefect API: one `prefect server start` on loopback started before the runs "
+            "(as a deployment runs), not counted, like the stand-in"
+        )
+        report(fixed, runs, rerun, sizes, concurrencies)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ the services themselves stay deterministic.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import threading
@@ -28,6 +29,7 @@ from emulator.misbehaviour import FaultInjector
 log = logging.getLogger(__name__)
 
 CONTROL_PREFIX = "/_emulator"
+KEEP_ALIVE_IDLE_SECONDS = 120.0
 
 
 @dataclass(frozen=True)
@@ -237,10 +239,70 @@ def _error_response(error: ServiceError, request_id: str) -> Response:
 
 
 class _KeepAliveHandler(WSGIRequestHandler):
-    """HTTP/1.1, so botocore's pooled connections are reused as with AWS (werkzeug's default
-    HTTP/1.0 closes the connection after every answer, costing a TCP set-up per call)."""
+    """HTTP/1.1 with persistent connections, so that botocore's pooled connections are reused
+    as they are with AWS: werkzeug's own handler answers every request with ``Connection:
+    close`` (then drains the socket for 10 ms), which costs the client a TCP set-up and
+    tear-down per call.
+
+    Each request's body is read whole before the app runs (the stand-in's apps take bodies of at
+    most a few MiB), so whatever the app reads or leaves unread, the connection is positioned at
+    the next request; each answer is buffered and sent with its ``Content-Length``. A request
+    without a length (chunked), an app that fails, or a client asking to close ends the
+    connection after the answer. Idle connections are closed after ``timeout`` seconds."""
 
     protocol_version = "HTTP/1.1"
+    timeout = KEEP_ALIVE_IDLE_SECONDS
+    # On a reused connection, a segment sent while an earlier one awaits the peer's delayed ACK
+    # would wait ~40 ms under Nagle's algorithm.
+    disable_nagle_algorithm = True
+
+    def run_wsgi(self) -> None:
+        if self.headers.get("Expect", "").lower().strip(" \t") == "100-continue":
+            self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        environ = self.make_environ()
+        length = self.headers.get("Content-Length")
+        if length is None or "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            # No length to read the body by: werkzeug's stream reads it; the connection ends.
+            self.close_connection = True
+        else:
+            body = self.rfile.read(int(length))
+            environ["wsgi.input"] = io.BytesIO(body)
+            environ.pop("wsgi.input_terminated", None)
+        answer: list[Any] = []
+
+        chunks: list[bytes] = []
+
+        def start_response(
+            status: str, headers: list[tuple[str, str]], exc_info: Any = None
+        ) -> Callable[[bytes], None]:
+            answer[:] = [status, headers]
+            return chunks.append
+
+        try:
+            iterable = self.server.app(environ, start_response)
+            try:
+                chunks.extend(iterable)
+            finally:
+                if hasattr(iterable, "close"):
+                    iterable.close()
+        except Exception:
+            log.exception("the stand-in's %s failed answering %s", self.server.app, self.path)
+            self.close_connection = True
+            answer[:] = ["500 INTERNAL SERVER ERROR", [("Content-Type", "text/plain")]]
+            chunks = [b"Internal Server Error"]
+        status, headers = answer
+        code, _, reason = status.partition(" ")
+        payload = b"".join(chunks)
+        self.send_response(int(code), reason)
+        for name, value in headers:
+            if name.lower() not in ("content-length", "connection", "transfer-encoding"):
+                self.send_header(name, value)
+        self.send_header("Content-Length", str(len(payload)))
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        if environ["REQUEST_METHOD"] != "HEAD":
+            self.wfile.write(payload)
 
 
 class BackgroundServer:

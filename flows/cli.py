@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
 import sys
@@ -12,6 +13,7 @@ from typing import Any
 
 from flows.backend import backend_environment
 from flows.backfill_command import add_backfill_arguments, command_backfill
+from flows.prefect_server import ensure_prefect_api
 from flows.report_commands import command_evaluate, command_report
 from flows.run_commands import command_demo, command_run
 
@@ -211,20 +213,27 @@ def _evaluation_update(args: argparse.Namespace) -> dict[str, Any]:
     return update
 
 
-def _bind_prefect_server_to_this_process() -> None:
-    """Without a Prefect API to talk to, Prefect starts a temporary server as a subprocess;
-    have it end when novaflow ends, even by SIGKILL (the kernel's parent-death signal), rather
-    than live on with parent 1. Prefect offers no setting for it; the server module is imported
-    here, before the first flow run would import it anyway."""
-    from prefect.settings import PREFECT_API_URL
+_M_MMAP_THRESHOLD = -3  # <malloc.h>
+_LARGE_BUFFER_BYTES = 1 << 20
 
-    if PREFECT_API_URL.value():
+
+def _return_large_buffers_to_the_os() -> None:
+    """Have glibc's malloc serve every buffer of 1 MiB or more with its own ``mmap``, returned
+    to the system when freed (Linux with glibc; elsewhere nothing).
+
+    By default the threshold rises to the size of the largest buffer freed so far (up to
+    32 MiB), after which such buffers come from the heap and its per-thread arenas, which keep
+    the memory: the index load's PutVectors bodies (~5 MB each, a few copies in botocore) and
+    Arrow's reads then leave the process's RSS growing with the number of batches. A fixed
+    threshold costs an ``mmap``/``munmap`` pair per large buffer, a few per batch."""
+    if sys.platform != "linux":
         return
-    import prefect.server.api.server as prefect_server
-
-    from tasks.child_lifetime import bind_children_to_this_process
-
-    bind_children_to_this_process(prefect_server)
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except AttributeError:  # not glibc (musl has no mallopt)
+        return
+    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
+    mallopt(_M_MMAP_THRESHOLD, _LARGE_BUFFER_BYTES)
 
 
 def _quiet_prefect() -> None:
@@ -325,8 +334,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     bind_children_to_this_process()  # SIGTERM and SIGHUP end novaflow as an exception would
     if args.command in ("run", "evaluate", "demo", "backfill"):
+        _return_large_buffers_to_the_os()
         _quiet_prefect()
-        _bind_prefect_server_to_this_process()
+        ensure_prefect_api()
     commands = {
         "run": lambda args: command_run(args, _settings),
         "plan": command_plan,

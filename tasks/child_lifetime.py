@@ -2,24 +2,24 @@
 
 novaflow starts two kinds of long-lived children: the PDF render workers (a
 ``ProcessPoolExecutor`` with the ``spawn`` start method) and, when no ``PREFECT_API_URL`` is set,
-Prefect's temporary API server (``python -m uvicorn``, started by Prefect's
-``SubprocessASGIServer`` with ``subprocess.Popen`` and stopped by an ``atexit`` hook). Neither
+Prefect's temporary API server (``python -m uvicorn``, started by ``flows.prefect_server`` as
+Prefect's ``SubprocessASGIServer`` would, and stopped by an ``atexit`` hook). Neither
 notices its parent's death by itself: a pool worker blocks on a queue whose write end it holds
 itself, and the server serves on. Three ways out of novaflow, and what ends the children in each:
 
-- a normal exit or an exception: the pools' ``close`` and Prefect's ``atexit`` hook;
+- a normal exit or an exception: the pools' ``close`` and the server's ``atexit`` hook;
 - SIGTERM or SIGHUP: by default these end the process without running either, so
   :func:`exit_on_termination_signals` turns the first one into ``SystemExit`` (a second one
   still ends the process at once);
 - SIGKILL, or a crash: nothing runs in novaflow, so the children must notice. A pool worker
   watches multiprocessing's parent sentinel (:func:`die_with_parent`, as its initializer); the
-  server, which is not our code, gets the kernel's parent-death signal
-  (``prctl(PR_SET_PDEATHSIG)``, Linux) from a ``preexec_fn`` that Popen runs in the child before
-  it executes uvicorn (:func:`bind_children_to_this_process`).
+  server gets the kernel's parent-death signal (``prctl(PR_SET_PDEATHSIG)``, Linux) from a
+  ``preexec_fn`` that Popen runs in the child before it executes uvicorn
+  (:func:`popen_dying_with_this_process`).
 
 The kernel's "parent" is the *thread* that started the child: the signal comes when that thread
 ends, though the process lives on. The server is tied only when the main thread starts it (it
-does: the flow engine's first API call, in the thread that called the flow). Pool workers are
+does: the command starts it before its first flow run). Pool workers are
 not tied that way by default: a renderer's pool is spawned by the Prefect task thread that first
 submits to it, and is borrowed by other shards' threads, and by later flow runs in the same
 process, long after that thread has ended with its flow run's task runner.

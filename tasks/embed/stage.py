@@ -42,10 +42,11 @@ def _write_embeddings(store: CheckpointStore, path: str, table: pa.Table) -> Non
     """Write a shard's embeddings file, one at a time in this process, and hand Arrow's unused
     memory back after it.
 
-    Writing 200 1,024-d vectors takes ~45 MB for a moment (Parquet tries a dictionary for the
-    float column before falling back to plain), and Arrow's allocator keeps it per thread for
-    the next write; shards started together finish together, so without the lock their writes
-    coincide and double the run's peak. A write takes milliseconds: the lock costs nothing."""
+    Writing 200 1,024-d vectors takes a few MB for a moment (~25 MB before the store stopped
+    trying a dictionary for the vector column, see ``tasks.store.parquet_encoding``), and
+    Arrow's allocator keeps it per thread for the next write; shards started together finish
+    together, so without the lock their writes coincide and add up in the run's peak. A write
+    takes milliseconds: the lock costs nothing."""
     with _embeddings_writes:
         store.write_table(path, table)
         pa.default_memory_pool().release_unused()

@@ -4,6 +4,7 @@ these tests pin the HTTP layer alone."""
 
 from __future__ import annotations
 
+import http.client
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -234,3 +235,58 @@ def test_unknown_operation_is_refused(
     with pytest.raises(ClientError) as raised:
         client.converse(modelId="m", messages=[{"role": "user", "content": [{"text": "hi"}]}])
     assert raised.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
+
+
+INVOKE_PATH = "/model/amazon.nova-2-multimodal-embeddings-v1:0/invoke"
+
+
+def _connection(url: str) -> http.client.HTTPConnection:
+    host, port = url.removeprefix("http://").split(":")
+    return http.client.HTTPConnection(host, int(port), timeout=10)
+
+
+def test_connections_are_kept_alive_across_calls(
+    bedrock_stub: tuple[ServiceApp, ScriptedOperation, str],
+) -> None:
+    _, operation, url = bedrock_stub
+    connection = _connection(url)
+    sockets = []
+    for n in range(3):
+        connection.request("POST", INVOKE_PATH, body=f'{{"n": {n}}}'.encode())
+        response = connection.getresponse()
+        assert (response.status, response.read()) == (200, b'{"embeddings": []}')
+        assert response.getheader("Connection") is None
+        sockets.append(connection.sock)
+    connection.close()
+    assert sockets[0] is not None
+    assert sockets[0] is sockets[1] is sockets[2]
+    assert [call.raw_body for call in operation.calls] == [b'{"n": 0}', b'{"n": 1}', b'{"n": 2}']
+
+
+def test_a_body_the_stand_in_never_reads_does_not_spill_into_the_next_request(
+    bedrock_stub: tuple[ServiceApp, ScriptedOperation, str],
+) -> None:
+    _, operation, url = bedrock_stub
+    connection = _connection(url)
+    connection.request("POST", "/no/such/operation", body=b"x" * 100_000)
+    refused = connection.getresponse()
+    assert refused.status == 404
+    refused.read()
+    connection.request("POST", INVOKE_PATH, body=b'{"after": true}')
+    answered = connection.getresponse()
+    assert (answered.status, answered.read()) == (200, b'{"embeddings": []}')
+    connection.close()
+    assert [call.raw_body for call in operation.calls] == [b'{"after": true}']
+
+
+def test_a_chunked_request_is_answered_and_its_connection_closed(
+    bedrock_stub: tuple[ServiceApp, ScriptedOperation, str],
+) -> None:
+    _, operation, url = bedrock_stub
+    connection = _connection(url)
+    connection.request("POST", INVOKE_PATH, body=iter([b'{"chunked": ', b"true}"]))
+    response = connection.getresponse()
+    assert (response.status, response.read()) == (200, b'{"embeddings": []}')
+    assert response.getheader("Connection") == "close"
+    connection.close()
+    assert [call.raw_body for call in operation.calls] == [b'{"chunked": true}']
