@@ -34,6 +34,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+import flows  # noqa: E402,F401  (Arrow's allocator, as in every novaflow process)
 
 CHANGED_EVERY = 100  # 1% changed
 REMOVED_EVERY = 200  # 0.5% removed (and as many new)
