@@ -405,6 +405,15 @@ class CheckpointStore:
             table = table.select(schema.names).cast(schema)
         return table
 
+    def batches(
+        self, path: str, columns: list[str] | None = None, batch_size: int = 65_536
+    ) -> Iterator[pa.RecordBatch]:
+        """The Parquet file at ``path`` streamed as record batches of ``columns`` (all when
+        None), one row group's column chunks read at a time: pyarrow's default ``pre_buffer``
+        would fetch every row group's up front, the whole file."""
+        parquet = pq.ParquetFile(path, filesystem=self.filesystem, pre_buffer=False)
+        yield from parquet.iter_batches(batch_size=batch_size, columns=columns, use_threads=False)
+
     def write_text(self, path: str, text: str) -> None:
         """Write a small text file (JSON, Markdown) atomically."""
         with (

@@ -10,7 +10,6 @@ import logging
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from tasks import schemas
 from tasks.records import Failure, metadata_json
@@ -33,9 +32,7 @@ def _source_rows(
     for path in store.list_files(store.embeddings_dir(run_id)):
         if path == store.reused_embeddings_path(run_id):
             continue
-        for batch in pq.ParquetFile(path, filesystem=store.filesystem).iter_batches(
-            columns=columns
-        ):
+        for batch in store.batches(path, columns):
             unit_keys = [
                 _unit_key(key, embedding_type)
                 for key, embedding_type in zip(
@@ -120,8 +117,7 @@ def recorded_digests(store: CheckpointStore, run_id: str, config_hash: str) -> i
     for file in store.list_files(store.embeddings_dir(run_id)):
         if file == store.reused_embeddings_path(run_id):
             continue
-        parquet = pq.ParquetFile(file, filesystem=store.filesystem)
-        for batch in parquet.iter_batches(columns=["key", "embedding_type"]):
+        for batch in store.batches(file, ["key", "embedding_type"]):
             for key, embedding_type in zip(
                 batch.column("key").to_pylist(),
                 batch.column("embedding_type").to_pylist(),

@@ -15,7 +15,6 @@ from itertools import chain
 from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
 
 from tasks.aws_clients import s3vectors_client
 from tasks.index.reused_vectors import recorded_digests, written_reused_vectors
@@ -36,8 +35,7 @@ def _embedding_rows(
     store: CheckpointStore, run_id: str
 ) -> Iterator[tuple[str, np.ndarray, Mapping[str, Any]]]:
     for path in store.list_files(store.embeddings_dir(run_id)):
-        parquet = pq.ParquetFile(path, filesystem=store.filesystem)
-        for batch in parquet.iter_batches(batch_size=500):
+        for batch in store.batches(path, batch_size=500):
             keys = batch.column("key").to_pylist()
             metadata = batch.column("metadata_json").to_pylist()
             embeddings = batch.column("embedding")
@@ -47,8 +45,7 @@ def _embedding_rows(
 
 
 def _planned_deletions(store: CheckpointStore, run_id: str) -> Iterator[str]:
-    parquet = pq.ParquetFile(store.plan_path(run_id), filesystem=store.filesystem)
-    for batch in parquet.iter_batches(columns=["keys_to_delete"]):
+    for batch in store.batches(store.plan_path(run_id), ["keys_to_delete"]):
         for keys in batch.column("keys_to_delete").to_pylist():
             yield from keys
 
@@ -117,8 +114,7 @@ def loaded_index(settings: NovaflowSettings, run_id: str) -> LoadOutcome:
 
 def _column_rows(store: CheckpointStore, paths: list[str], columns: list[str]) -> Iterator[dict]:
     for path in paths:
-        parquet = pq.ParquetFile(path, filesystem=store.filesystem)
-        for batch in parquet.iter_batches(columns=columns):
+        for batch in store.batches(path, columns):
             yield from batch.to_pylist()
 
 

@@ -161,11 +161,8 @@ def _cut_shards(store: CheckpointStore, run_id: str, shard_size: int, reused: pa
         store.write_table(store.shard_units_path(run_id, shards), units_table(pending[:shard_size]))
         del pending[:shard_size]
 
-    # pre_buffer would fetch every row group's column chunks up front: the whole file.
-    parquet = pq.ParquetFile(
-        store.sync_units_path(run_id), filesystem=store.filesystem, pre_buffer=False
-    )
-    for batch in parquet.iter_batches(batch_size=10_000, columns=schemas.UNITS.names):
+    path = store.sync_units_path(run_id)
+    for batch in store.batches(path, schemas.UNITS.names, batch_size=10_000):
         table = pa.Table.from_batches([batch]).cast(schemas.UNITS)
         if len(reused):
             table = table.filter(pc.invert(pc.is_in(table["key"], value_set=reused)))

@@ -25,7 +25,6 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from tasks import schemas
 from tasks.records import ROW_STAGE
@@ -62,9 +61,7 @@ def _column_batches(
     store: CheckpointStore, paths: list[str], columns: list[str]
 ) -> Iterator[pa.RecordBatch]:
     for path in paths:
-        # pre_buffer would fetch every row group's column chunks up front: the whole file.
-        parquet = pq.ParquetFile(path, filesystem=store.filesystem, pre_buffer=False)
-        yield from parquet.iter_batches(columns=columns, use_threads=False)
+        yield from store.batches(path, columns)
 
 
 def _filtered(
