@@ -13,7 +13,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import Any, ClassVar, Self
 
 from emulator.errors import ServiceError
 
@@ -37,10 +37,7 @@ class Misbehaviour:
     server_error_rate: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("throttle_rate", "server_error_rate"):
-            value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"{name} must be between 0 and 1, got {value}")
+        check_fractions(self, "throttle_rate", "server_error_rate")
         for name in ("latency_seconds", "latency_jitter_seconds", "requests_per_second"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative")
@@ -68,8 +65,35 @@ class Misbehaviour:
         return document
 
 
+class JsonFields:
+    """A frozen dataclass of settings read from and written to a JSON object with its field
+    names (``_KIND`` names them in the error for unknown ones)."""
+
+    _KIND: ClassVar[str] = "settings"
+
+    @classmethod
+    def from_json(cls, document: Mapping[str, Any]) -> Self:
+        """Build from a JSON object with the field names; unknown names are an error."""
+        unknown = set(document) - {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        if unknown:
+            raise ValueError(f"unknown {cls._KIND}: {sorted(unknown)}")
+        return cls(**dict(document))
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object ``from_json`` reads."""
+        return asdict(self)  # type: ignore[call-overload]
+
+
+def check_fractions(settings: object, *names: str) -> None:
+    """ValueError unless each of ``names`` of ``settings`` lies between 0 and 1."""
+    for name in names:
+        value = getattr(settings, name)
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"{name} must be between 0 and 1, got {value}")
+
+
 @dataclass(frozen=True)
-class AsyncJobBehaviour:
+class AsyncJobBehaviour(JsonFields):
     """How the stand-in's async embedding jobs run.
 
     A job stays ``InProgress`` for ``job_seconds`` plus ``seconds_per_media_minute`` for each
@@ -77,6 +101,8 @@ class AsyncJobBehaviour:
     ``Completed``; a completed job is partial with probability ``partial_rate``, in which case
     each of its segments fails with probability ``segment_failure_rate``.
     """
+
+    _KIND: ClassVar[str] = "async job settings"
 
     seed: int = 0
     job_seconds: float = 2.0
@@ -86,29 +112,13 @@ class AsyncJobBehaviour:
     segment_failure_rate: float = 0.25
 
     def __post_init__(self) -> None:
-        for name in ("failure_rate", "partial_rate", "segment_failure_rate"):
-            value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"{name} must be between 0 and 1, got {value}")
+        check_fractions(self, "failure_rate", "partial_rate", "segment_failure_rate")
         if self.job_seconds < 0 or self.seconds_per_media_minute < 0:
             raise ValueError("job durations must not be negative")
 
-    @classmethod
-    def from_json(cls, document: Mapping[str, Any]) -> AsyncJobBehaviour:
-        """Build from a JSON object with the field names; unknown names are an error."""
-        known = {f.name for f in fields(cls)}
-        unknown = set(document) - known
-        if unknown:
-            raise ValueError(f"unknown async job settings: {sorted(unknown)}")
-        return cls(**dict(document))
-
-    def to_json(self) -> dict[str, Any]:
-        """The JSON object ``from_json`` reads."""
-        return asdict(self)
-
 
 @dataclass(frozen=True)
-class BatchJobBehaviour:
+class BatchJobBehaviour(JsonFields):
     """How the stand-in's batch inference jobs (CreateModelInvocationJob) run.
 
     A job spends ``phase_seconds`` in each of ``Submitted`` and ``Validating``, then
@@ -120,6 +130,8 @@ class BatchJobBehaviour:
     unprocessed with probability ``record_failure_rate`` and the job ends ``PartiallyCompleted``.
     """
 
+    _KIND: ClassVar[str] = "batch job settings"
+
     seed: int = 0
     phase_seconds: float = 0.5
     queue_seconds: float = 0.5
@@ -130,26 +142,10 @@ class BatchJobBehaviour:
     record_failure_rate: float = 0.25
 
     def __post_init__(self) -> None:
-        for name in ("failure_rate", "partial_rate", "record_failure_rate"):
-            value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"{name} must be between 0 and 1, got {value}")
+        check_fractions(self, "failure_rate", "partial_rate", "record_failure_rate")
         for name in ("phase_seconds", "queue_seconds", "job_seconds", "seconds_per_record"):
             if getattr(self, name) < 0:
                 raise ValueError("batch job durations must not be negative")
-
-    @classmethod
-    def from_json(cls, document: Mapping[str, Any]) -> BatchJobBehaviour:
-        """Build from a JSON object with the field names; unknown names are an error."""
-        known = {f.name for f in fields(cls)}
-        unknown = set(document) - known
-        if unknown:
-            raise ValueError(f"unknown batch job settings: {sorted(unknown)}")
-        return cls(**dict(document))
-
-    def to_json(self) -> dict[str, Any]:
-        """The JSON object ``from_json`` reads."""
-        return asdict(self)
 
 
 def seeded_fraction(seed: int, *parts: object) -> float:

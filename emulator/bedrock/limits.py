@@ -28,16 +28,20 @@ AWS's batch pages describe.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+from dataclasses import dataclass, fields
+from typing import ClassVar
+
+from emulator.misbehaviour import JsonFields
 
 GB = 1_000_000_000
 MIN_TIMEOUT_HOURS, MAX_TIMEOUT_HOURS, DEFAULT_TIMEOUT_HOURS = 24, 168, 24
 
 
 @dataclass(frozen=True)
-class BatchLimits:
+class BatchLimits(JsonFields):
     """The batch quotas in force (see the module docstring for each one's source)."""
+
+    _KIND: ClassVar[str] = "batch limits"
 
     min_records_per_job: int = 100
     max_records_per_file: int = 50_000
@@ -49,15 +53,3 @@ class BatchLimits:
         for field in fields(self):
             if getattr(self, field.name) < 1:
                 raise ValueError(f"{field.name} must be positive")
-
-    @classmethod
-    def from_json(cls, document: dict[str, Any]) -> BatchLimits:
-        """Build from a JSON object with the field names; unknown names are an error."""
-        unknown = set(document) - {field.name for field in fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown batch limits: {sorted(unknown)}")
-        return cls(**document)
-
-    def to_json(self) -> dict[str, Any]:
-        """The JSON object ``from_json`` reads."""
-        return asdict(self)
