@@ -87,6 +87,11 @@ class _BatchStage:
 
     # -- shards --------------------------------------------------------------------------------
 
+    def shard_count(self) -> int:
+        """How many shards the run's plan cut."""
+        totals = self.store.read_text(self.store.plan_totals_path(self.run_id))
+        return PlanTotals.from_json(json.loads(totals)).shards
+
     def units(self, shard: int) -> list[Unit]:
         path = self.store.shard_units_path(self.run_id, shard)
         return units_from_table(self.store.read_table(path, schemas.UNITS))
@@ -313,7 +318,6 @@ def embedded_by_batch(
     the jobs did and which shards are left to InvokeModel (also in ``runs/<id>/batch/``)."""
     store = CheckpointStore(settings.store)
     ledger = BatchLedger(store, run_id)
-    totals = PlanTotals.from_json(json.loads(store.read_text(store.plan_totals_path(run_id))))
     stage = _BatchStage(settings, run_id, store)
     runner = BatchJobRunner(
         ledger,
@@ -325,14 +329,16 @@ def embedded_by_batch(
         seed=int(hashlib.sha256(run_id.encode()).hexdigest()[:8], 16),
         progress=progress,
     )
+    shards = stage.shard_count()
     known = ledger.jobs()
     for job in known:
         runner.add(job)
     cut = ledger.cut()
     if cut is None:
-        cut = stage.write_inputs(lambda job: runner.add(ledger.record(job)), known, totals.shards)
+        cut = stage.write_inputs(lambda job: runner.add(ledger.record(job)), known, shards)
         ledger.record_cut(cut)
     jobs = runner.run()
+    on_demand = set(cut.on_demand)
     outcome = BatchOutcome(
         jobs=len(jobs),
         created=runner.created,
@@ -344,9 +350,7 @@ def embedded_by_batch(
         # Every shard not left on demand is checkpointed now: by its job, or at once when
         # every one of its units was refused before any job.
         shards=tuple(
-            stage.outcome(shard)
-            for shard in range(1, totals.shards + 1)
-            if shard not in set(cut.on_demand)
+            stage.outcome(shard) for shard in range(1, shards + 1) if shard not in on_demand
         ),
         on_demand=cut.on_demand,
     )
@@ -366,9 +370,8 @@ def quarantined_batch_shards(
     jobs instead)."""
     store = CheckpointStore(settings.store)
     stage = _BatchStage(settings, run_id, store)
-    totals = PlanTotals.from_json(json.loads(store.read_text(store.plan_totals_path(run_id))))
     outcomes = []
-    for shard in range(1, totals.shards + 1):
+    for shard in range(1, stage.shard_count() + 1):
         if stage.done(shard):
             outcomes.append(stage.outcome(shard))
             continue
