@@ -10,10 +10,11 @@ import os
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
+from io import FileIO
+from operator import itemgetter
 from pathlib import PurePath
-from typing import BinaryIO
 
-from tasks.corpus.manifest import Rejection
+from tasks.corpus.manifest import ManifestRow, Rejection
 from tasks.corpus.modality import SNIFF_BYTES, infer_modality, unsupported_type
 from tasks.records import Item, Modality
 
@@ -83,22 +84,63 @@ def local_file(given_path: str, root: LocalRoot | None) -> LocalFile | Rejection
     return LocalFile(path, real, _relative_id(real, root.real))
 
 
+@dataclass(frozen=True)
+class CrawledFile(ManifestRow):
+    """A file a local crawl listed that was not a symlink, in directories that were not links,
+    under the crawled directory ``top`` (absolute, as given); ``relative`` is its path below
+    ``top``, '/'-separated. Otherwise an ordinary :class:`ManifestRow`: it resolves to the same
+    Item or Failure, with less work (see :func:`crawled_local_file`)."""
+
+    top: str = ""
+    relative: str = ""
+
+
+def crawled_local_file(
+    row: CrawledFile, root: LocalRoot
+) -> tuple[LocalFile, os.stat_result] | None:
+    """What :func:`local_file` says of a crawled file, found without resolving its path, with
+    the file's status; or None when :func:`local_file` must be asked: ``root`` is not the
+    crawl's own directory, or the file or a directory on its way below the root is now a link,
+    or gone. Below a root, a path with no link on it has the root's real path plus its relative
+    path as its real path, and that relative path as its id."""
+    if row.top != root.path:
+        return None
+    real = f"{root.real}/{row.relative}" if root.real != "/" else f"/{row.relative}"
+    try:
+        # One lstat per component below the root, no more: what realpath would see there, but
+        # without its Python loop over every component from "/".
+        slash = real.find("/", len(real) - len(row.relative))
+        while slash != -1:
+            if not stat.S_ISDIR(os.lstat(real[:slash]).st_mode):
+                return None
+            slash = real.find("/", slash + 1)
+        status = os.lstat(real)
+    except OSError:
+        return None
+    if stat.S_ISLNK(status.st_mode):
+        return None
+    return LocalFile(row.uri, real, row.relative), status
+
+
 def local_item(
     file: LocalFile,
     item_id: str,
     declared: Modality | None,
     metadata_json: str,
     encoding: str | None,
+    status: os.stat_result | None = None,
 ) -> Item | Rejection:
     """The file as an Item (``uri`` its real path, ``fingerprint`` ``sha256:<hex>`` of its
     bytes, ``size_bytes`` its size), or why not: ``not_found``, ``unreadable``,
-    ``empty_file`` or ``unsupported_type`` (a directory, a device, or no modality to infer)."""
-    try:
-        status = os.stat(file.real)
-    except FileNotFoundError:
-        return Rejection("not_found", f"no file at {file.real}")
-    except OSError as error:
-        return _unreadable(file.real, error)
+    ``empty_file`` or ``unsupported_type`` (a directory, a device, or no modality to infer).
+    ``status`` is the file's status at ``file.real`` when the caller already has it."""
+    if status is None:
+        try:
+            status = os.stat(file.real)
+        except FileNotFoundError:
+            return Rejection("not_found", f"no file at {file.real}")
+        except OSError as error:
+            return _unreadable(file.real, error)
     if stat.S_ISDIR(status.st_mode):
         return _directory_rejection(file)
     if not stat.S_ISREG(status.st_mode):
@@ -107,7 +149,8 @@ def local_item(
             "unsupported_type", f"{file.real} is not a regular file (a device, FIFO or socket)"
         )
     try:
-        with open(file.real, "rb") as handle:
+        # Unbuffered: the hash reads whole chunks, and a buffer would only copy them again.
+        with open(file.real, "rb", buffering=0) as handle:
             size = os.fstat(handle.fileno()).st_size
             if size == 0:
                 return Rejection("empty_file", f"{file.real} is empty (0 bytes)")
@@ -131,20 +174,37 @@ def local_item(
 
 
 def crawled_local_paths(directory: str) -> Iterator[str]:
-    """Every file under ``directory`` as an absolute path, in sorted path order, skipping hidden
-    files and directories (names starting with "."). Links to directories are listed, not
-    followed, so a link cycle cannot trap the crawl; a directory that cannot be listed is
-    listed itself, for resolving to report. Holds one directory's entries per level at a time.
+    """The ``uri`` of each row of :func:`crawled_local_rows`: every file under ``directory`` as
+    an absolute path, in sorted path order."""
+    for row in crawled_local_rows(directory):
+        yield row.uri
+
+
+def crawled_local_rows(directory: str) -> Iterator[ManifestRow]:
+    """Every file under ``directory`` as a row, ``position`` counting from 1 and ``uri`` its
+    absolute path, in sorted path order, skipping hidden files and directories (names starting
+    with "."). Links to directories are listed, not followed, so a link cycle cannot trap the
+    crawl; a directory that cannot be listed is listed itself, for resolving to report. A file
+    that is not a symlink comes as a :class:`CrawledFile`. Holds one directory's entries per
+    level at a time.
+
+    Raises ``FileNotFoundError`` / ``NotADirectoryError`` when ``directory`` is not a directory.
     """
     top = os.path.abspath(os.path.expanduser(directory))
     if not os.path.exists(top):
         raise FileNotFoundError(f"corpus directory not found: {directory}")
     if not os.path.isdir(top):
         raise NotADirectoryError(f"corpus is not a directory: {directory}")
-    yield from _files_under(top)
+    for position, (path, relative) in enumerate(_files_under(top, ""), start=1):
+        if relative is None:
+            yield ManifestRow(position=position, uri=path)
+        else:
+            yield CrawledFile(position=position, uri=path, top=top, relative=relative)
 
 
-def _files_under(directory: str) -> Iterator[str]:
+def _files_under(directory: str, prefix: str) -> Iterator[tuple[str, str | None]]:
+    """``(path, relative)`` of each file under ``directory``, whose path relative to the
+    crawl's top is ``prefix``: ``relative`` is None for a symlink or an unlisted directory."""
     try:
         with os.scandir(directory) as scan:
             # "name/" for directories makes this depth-first walk yield whole paths in sorted
@@ -155,23 +215,25 @@ def _files_under(directory: str) -> Iterator[str]:
                     for entry in scan
                     if not entry.name.startswith(".")
                 ),
-                key=lambda pair: pair[0],
+                key=itemgetter(0),
             )
     except PermissionError:
-        yield directory
+        yield directory, None
         return
     for sort_key, entry in entries:
         if sort_key.endswith("/"):
-            yield from _files_under(entry.path)
+            yield from _files_under(entry.path, prefix + sort_key)
+        elif entry.is_symlink():  # from the listing's d_type: no system call
+            yield entry.path, None
         else:
-            yield entry.path
+            yield entry.path, prefix + sort_key
 
 
 def _relative_id(path: str, start: str) -> str:
     return PurePath(os.path.relpath(path, start)).as_posix()
 
 
-def _sha256_and_head(handle: BinaryIO) -> tuple[str, bytes]:
+def _sha256_and_head(handle: FileIO) -> tuple[str, bytes]:
     digest = hashlib.sha256()
     head = b""
     while chunk := handle.read(HASH_CHUNK_BYTES):

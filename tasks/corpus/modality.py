@@ -45,8 +45,15 @@ _EBML = b"\x1a\x45\xdf\xa3"
 
 
 def modality_by_extension(name: str) -> Modality | None:
-    """The modality that ``name``'s extension (case-insensitive) stands for; None if unknown."""
-    return EXTENSION_MODALITIES.get(PurePosixPath(name).suffix.lower())
+    """The modality that ``name``'s extension (case-insensitive) stands for; None if unknown.
+    The extension is ``PurePosixPath(name).suffix``: from the last "." of the last component,
+    when that "." is neither its first nor its last character ("..txt" has ".txt")."""
+    base = name.rpartition("/")[2]
+    if base in ("", "."):
+        # PurePosixPath drops trailing "/" and "." components: the name is found before them.
+        base = PurePosixPath(name).name
+    dot = base.rfind(".")
+    return EXTENSION_MODALITIES.get(base[dot:].lower()) if dot > 0 else None
 
 
 def sniffed_modality(head: bytes) -> Modality | None:

@@ -42,7 +42,15 @@ from botocore.client import BaseClient
 from tasks import aws_clients
 from tasks.corpus import manifest as corpus_manifest
 from tasks.corpus.inventory import inventory_rows, is_inventory_manifest, read_inventory_manifest
-from tasks.corpus.local import LocalFile, LocalRoot, crawled_local_paths, local_file, local_item
+from tasks.corpus.local import (
+    CrawledFile,
+    LocalFile,
+    LocalRoot,
+    crawled_local_file,
+    crawled_local_rows,
+    local_file,
+    local_item,
+)
 from tasks.corpus.manifest import ManifestRow, Rejection, json_type_name
 from tasks.corpus.modality import infer_modality
 from tasks.corpus.s3 import (
@@ -113,8 +121,7 @@ def crawled_rows(corpus: str, s3_client: BaseClient | None = None) -> Iterator[M
     if corpus[:5].lower() == "s3://":
         yield from crawled_s3_rows(S3Prefix.of(corpus), s3_client or aws_clients.s3_client())
         return
-    for position, path in enumerate(crawled_local_paths(corpus), start=1):
-        yield ManifestRow(position=position, uri=path)
+    yield from crawled_local_rows(corpus)
 
 
 def resolved_items(
@@ -188,7 +195,15 @@ def _resolved_item(
             return failure(Rejection("malformed_row", f"id {shown} {problem}"), row.item_id)
         if duplicate := _claimed(row.item_id, row.position, first_position_of_id):
             return failure(duplicate, row.item_id)
-    location = _location(row.uri, root)
+    location: LocalFile | S3Object | Rejection
+    status: os.stat_result | None = None
+    crawled = None
+    if isinstance(row, CrawledFile) and isinstance(root, LocalRoot):
+        crawled = crawled_local_file(row, root)
+    if crawled is None:
+        location = _location(row.uri, root)
+    else:
+        location, status = crawled
     if isinstance(location, Rejection):
         return failure(location, row.item_id)
     item_id = row.item_id
@@ -207,7 +222,7 @@ def _resolved_item(
         return failure(checked, item_id)
     declared, canonical_metadata, encoding = checked
     if isinstance(location, LocalFile):
-        resolved = local_item(location, item_id, declared, canonical_metadata, encoding)
+        resolved = local_item(location, item_id, declared, canonical_metadata, encoding, status)
     else:
         listed = row if isinstance(row, ListedObject) else None
         resolved = s3_item(

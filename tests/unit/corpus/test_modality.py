@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import PurePosixPath
+
 import pymupdf
 import pytest
 
-from tasks.corpus.modality import SNIFF_BYTES
+from tasks.corpus.modality import EXTENSION_MODALITIES, SNIFF_BYTES, modality_by_extension
 from tasks.corpus.resolve import infer_modality
 from tasks.demo.sample_media import (
     AUDIO_FORMATS,
@@ -126,3 +128,35 @@ def test_the_extension_wins_over_the_content(media: dict[str, tuple[bytes, Modal
 )
 def test_edge_cases_of_sniffing(head: bytes, modality: Modality | None) -> None:
     assert infer_modality("unnamed", head) == modality
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "notes.txt",
+        "docs/Report.PDF",
+        "..notes.txt",
+        "...txt",
+        ".txt",
+        "docs/.txt",
+        "notes.",
+        "notes..txt",
+        "archive.tar.gz",
+        "clip.txt/",
+        "clip.txt/.",
+        "clip.txt//./",
+        "dir.txt/..",
+        "a.txt/b",
+        "..",
+        ".",
+        "/",
+        "",
+        "s3-key/with.dots/clip.AVI",
+        "MiXeD.JpEg",
+    ],
+)
+def test_the_extension_is_the_one_pure_paths_see(name: str) -> None:
+    # The lookup is hand-rolled for speed; PurePosixPath.suffix is the definition it keeps.
+    expected = EXTENSION_MODALITIES.get(PurePosixPath(name).suffix.lower())
+
+    assert modality_by_extension(name) == expected
