@@ -54,6 +54,7 @@ _ENVIRONMENT_NAMES = (
     "AWS_DEFAULT_REGION",
 )
 _clients: dict[tuple[object, ...], BaseClient] = {}
+_sessions: dict[tuple[str | None, ...], boto3.session.Session] = {}
 _clients_lock = threading.Lock()
 
 
@@ -67,10 +68,23 @@ def _client(
         client = _clients.get(key)
         if client is None:
             config = _config(max_connections, read_timeout_s, max_attempts)
-            # boto3's default session is not thread-safe to build clients from; a fresh one is.
-            client = boto3.session.Session().client(service, config=config)
+            client = _session(environment[: len(_ENVIRONMENT_NAMES)]).client(service, config=config)
             _clients[key] = client
         return client
+
+
+def _session(environment: tuple[str | None, ...]) -> boto3.session.Session:
+    """The session this process builds clients from while the environment is ``environment``
+    (call with ``_clients_lock`` held: a session is not thread-safe to build clients from).
+
+    One session, not one per client: a session loads botocore's endpoint data (~1 MB of JSON)
+    and each service model once, and resolves the credentials once; a client per fresh session
+    paid that again, ~0.1 s of CPU each. It is keyed by the environment as the clients are,
+    because a session keeps the credentials it resolved first."""
+    session = _sessions.get(environment)
+    if session is None:
+        session = _sessions[environment] = boto3.session.Session()
+    return session
 
 
 def bedrock_runtime_client(
