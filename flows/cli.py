@@ -139,7 +139,28 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+class InvalidSettingsError(ValueError):
+    """Settings from the command line or ``NOVAFLOW_*`` variables that break a rule; the message
+    lists each problem as ``field.path: message (got value)``."""
+
+
 def _settings(args: argparse.Namespace) -> Any:
+    """The command's settings: the environment's, with the command line's on top."""
+    from pydantic import ValidationError
+
+    try:
+        return _merged_settings(args)
+    except ValidationError as err:
+        raise InvalidSettingsError(
+            "; ".join(
+                f"{'.'.join(str(part) for part in error['loc']) or err.title}: {error['msg']} "
+                f"(got {error['input']!r})"
+                for error in err.errors()
+            )
+        ) from None
+
+
+def _merged_settings(args: argparse.Namespace) -> Any:
     from tasks.settings import NovaflowSettings
 
     settings = NovaflowSettings()
@@ -153,10 +174,15 @@ def _settings(args: argparse.Namespace) -> Any:
         for key, value in (("vector_bucket", args.vector_bucket), ("index", args.index))
         if value
     }
+    # Validated as the environment's values are (model_copy would take any value unchecked).
     if index_update:
-        update["index"] = settings.index.model_copy(update=index_update)
+        update["index"] = settings.index.model_validate(
+            {**settings.index.model_dump(), **index_update}
+        )
     if args.dimension:
-        update["embedding"] = settings.embedding.model_copy(update={"dimension": args.dimension})
+        update["embedding"] = settings.embedding.model_validate(
+            {**settings.embedding.model_dump(), "dimension": args.dimension}
+        )
     evaluation = _evaluation_update(args)
     if evaluation:
         update["evaluation"] = settings.evaluation.model_validate(
@@ -346,7 +372,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "report": command_report,
         "backfill": lambda args: command_backfill(args, _settings),
     }
-    return commands[args.command](args)
+    try:
+        return commands[args.command](args)
+    except InvalidSettingsError as err:
+        print(f"novaflow {args.command}: invalid settings: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -252,8 +252,10 @@ class BatchInferenceSettings(_Frozen):
 class IndexSettings(_Frozen):
     """Where vectors go and how they are compared."""
 
-    vector_bucket: str = "novaflow"
-    index: str = "corpus"
+    # S3 Vectors takes names of 3-63 characters (aws-apis.md §2, CreateVectorBucket and
+    # CreateIndex): refused here rather than by the load, after the whole run's embedding.
+    vector_bucket: str = Field("novaflow", min_length=3, max_length=63)
+    index: str = Field("corpus", min_length=3, max_length=63)
     metric: Literal["cosine", "euclidean"] = "cosine"
     non_filterable_keys: tuple[str, ...] = ("source_uri",)
     searchable_text: bool = Field(

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.cli import _parser, _settings
+from flows.cli import InvalidSettingsError, _parser, _settings
 from tasks.backfill.switch import ActiveIndex
 from tasks.settings import EmbeddingSettings
 from tasks.store import CheckpointStore
@@ -43,3 +43,27 @@ def test_an_index_named_in_the_environment_wins(
     monkeypatch.setenv("NOVAFLOW_INDEX__INDEX", "corpus")
     settings = _settings(_parser().parse_args(["search", "q", "--store", switched_store]))
     assert settings.index.index == "corpus"
+
+
+def test_a_bad_setting_on_the_command_line_is_refused_naming_it(tmp_path: Path) -> None:
+    """An index name S3 Vectors would refuse (3-63 characters) used to pass, unchecked, to the
+    load, which failed after the whole run's embedding."""
+    args = ["run", "--corpus", str(tmp_path), "--index", "ix"]
+    with pytest.raises(InvalidSettingsError) as refused:
+        _settings(_parser().parse_args(args))
+    assert str(refused.value) == "index: String should have at least 3 characters (got 'ix')"
+
+
+def test_bad_settings_in_the_environment_are_refused_naming_each(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NOVAFLOW_THROUGHPUT__CONCURRENCY", "0")
+    monkeypatch.setenv("NOVAFLOW_INDEX__VECTOR_BUCKET", "v" * 64)
+    with pytest.raises(InvalidSettingsError) as refused:
+        _settings(_parser().parse_args(["run", "--corpus", str(tmp_path)]))
+    problems = str(refused.value).split("; ")
+    assert (
+        problems[0]
+        == "throughput.concurrency: Input should be greater than or equal to 1 (got '0')"
+    )
+    assert problems[1].startswith("index.vector_bucket: String should have at most 63 characters")

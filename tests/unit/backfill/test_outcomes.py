@@ -127,14 +127,14 @@ def test_the_switch_points_at_the_new_index_and_keeps_the_old_pointer(tmp_path: 
 def test_settings_follow_the_switch_to_the_live_index_and_its_embedding(tmp_path: Path) -> None:
     store = CheckpointStore(str(tmp_path / "store"))
     new = NovaflowSettings(
-        index=IndexSettings(vector_bucket="vb", index="corpus-v2"),
+        index=IndexSettings(vector_bucket="vectors-b", index="corpus-v2"),
         embedding=EmbeddingSettings(dimension=3072),
     )
     pointer, _ = switched_index(store, new, "bf-new", "")
 
     followed = following_switch(NovaflowSettings(store="elsewhere"), pointer)
 
-    assert (followed.index.vector_bucket, followed.index.index) == ("vb", "corpus-v2")
+    assert (followed.index.vector_bucket, followed.index.index) == ("vectors-b", "corpus-v2")
     assert followed.embedding == new.embedding
     assert followed.store == "elsewhere"
     assert following_switch(followed, None) == followed  # no switch made: nothing changes
