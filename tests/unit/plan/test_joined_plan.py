@@ -11,6 +11,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from tasks.plan import buckets as corpus_buckets
 from tasks.plan.diff import ItemPlan, planned_item
 from tasks.plan.stage import planned_run
 from tasks.records import Failure, Item
@@ -92,11 +93,14 @@ def _decision(row: dict[str, object]) -> tuple[object, ...]:
     )  # fmt: skip
 
 
+@pytest.mark.parametrize("spill_rows", [256_000, 100], ids=["one-bucket", "256-buckets"])
 @pytest.mark.parametrize("mean_items", [4096, 16, 1], ids=["1-partition", "sub-buckets", "512"])
 def test_the_joined_plan_decides_as_the_item_by_item_plan_did(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mean_items: int
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mean_items: int, spill_rows: int
 ) -> None:
     monkeypatch.setattr(state_layout, "MAX_MEAN_ITEMS", mean_items)
+    # A corpus larger than SPILL_ROWS is spilled to 256 buckets, a smaller one to one bucket.
+    monkeypatch.setattr(corpus_buckets, "SPILL_ROWS", spill_rows)
     settings = NovaflowSettings(store=str(tmp_path / "store"))
     store = CheckpointStore(settings.store)
     (tmp_path / "corpus").mkdir()
@@ -129,3 +133,22 @@ def test_the_joined_plan_decides_as_the_item_by_item_plan_did(
         for key in pq.read_table(path, columns=["key"]).column("key").to_pylist()
     ]
     assert len(units) == len(set(units)) == totals.units_to_embed
+
+
+def test_a_corpus_the_spill_holds_whole_goes_to_one_bucket_a_larger_one_to_256(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "corpus").mkdir()
+    items, _ = _corpus_and_state(tmp_path / "corpus", "config")
+    batches = list(corpus_buckets.corpus_batches(items, [], batch_rows=50))
+    monkeypatch.setattr(corpus_buckets, "SPILL_ROWS", len(items))
+    (tmp_path / "one").mkdir(), (tmp_path / "many").mkdir()
+    whole = corpus_buckets.spilled_buckets(batches, str(tmp_path / "one"), 8)
+    monkeypatch.setattr(corpus_buckets, "SPILL_ROWS", len(items) - 1)
+    spread = corpus_buckets.spilled_buckets(batches, str(tmp_path / "many"), 8)
+
+    assert (whole.bits, spread.bits) == (0, 8)
+    assert whole.read(0)["item_id"].to_pylist() == [item.item_id for item in items]
+    in_buckets = [spread.read(bucket)["item_id"].to_pylist() for bucket in range(256)]
+    assert sorted(i for ids in in_buckets for i in ids) == sorted(item.item_id for item in items)
+    assert sum(1 for ids in in_buckets if ids) > 200  # spread over the buckets
