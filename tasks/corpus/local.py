@@ -154,7 +154,7 @@ def local_item(
             size = os.fstat(handle.fileno()).st_size
             if size == 0:
                 return Rejection("empty_file", f"{file.real} is empty (0 bytes)")
-            fingerprint, head = _sha256_and_head(handle)
+            fingerprint, head = _sha256_and_head(handle, size)
     except FileNotFoundError:
         return Rejection("not_found", f"no file at {file.real}")
     except OSError as error:
@@ -233,13 +233,21 @@ def _relative_id(path: str, start: str) -> str:
     return PurePath(os.path.relpath(path, start)).as_posix()
 
 
-def _sha256_and_head(handle: FileIO) -> tuple[str, bytes]:
+def _sha256_and_head(handle: FileIO, size: int) -> tuple[str, bytes]:
+    """The ``sha256:<hex>`` of the file's bytes and its first ``SNIFF_BYTES``.
+
+    Read into one buffer the file's size (at most ``HASH_CHUNK_BYTES``), not a new 1 MiB
+    ``bytes`` per read: novaflow's command has glibc serve every buffer of 1 MiB or more with
+    its own mmap (``flows.cli``), which made each small file's hash an mmap/munmap pair and
+    doubled the plan's CPU."""
     digest = hashlib.sha256()
+    buffer = bytearray(min(max(size, 1), HASH_CHUNK_BYTES))
+    view = memoryview(buffer)
     head = b""
-    while chunk := handle.read(HASH_CHUNK_BYTES):
+    while read := handle.readinto(buffer):
         if not head:
-            head = chunk[:SNIFF_BYTES]
-        digest.update(chunk)
+            head = bytes(view[: min(read, SNIFF_BYTES)])
+        digest.update(view[:read])
     return f"sha256:{digest.hexdigest()}", head
 
 
