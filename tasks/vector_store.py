@@ -5,39 +5,39 @@ Limits (``shared/reference/aws-apis.md`` §2.3-§2.5): 500 vectors per PutVector
 20 MiB request, 2,500 vectors written per second per index, 50 metadata keys of 1-63 characters,
 40 KB of metadata of which 2 KB filterable (sizes as UTF-8 bytes of compact JSON), topK ≤ 10,000
 at ≤ 100 per page. Throttling (429) and 5xx are retried by botocore; what survives that slows the
-pacer down and the batch is sent again, a bounded number of times.
+pacer down and the batch is sent again, a bounded number of times. The bodies of PutVectors
+requests are built, metadata fitted and batches cut in :mod:`tasks.index.put_requests`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 import threading
 import time
-from collections.abc import Collection, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Literal
 
 import numpy as np
-import orjson  # a dependency of Prefect's: numpy arrays to JSON in C, without Python floats
 from botocore.client import BaseClient
 from botocore.exceptions import ClientError
 
+from tasks.index.put_requests import (
+    MAX_BATCH_VECTORS,
+    MAX_VECTOR_KEY_CHARS,
+    PutOutcome,
+    PutRequests,
+    VectorBlock,
+    wire_floats,
+)
+from tasks.index.put_requests import FittedMetadata as FittedMetadata  # re-exported
+from tasks.index.put_requests import fitted_metadata as fitted_metadata  # re-exported
 from tasks.pacing import Pacer
 from tasks.service_errors import INDEX_WRITE_RETRY_CODES, error_code
 from tasks.settings import IndexSettings
 
 logger = logging.getLogger(__name__)
 
-MAX_BATCH_VECTORS = 500
-MAX_REQUEST_BYTES = 20 * 1024 * 1024
-REQUEST_HEADROOM_BYTES = 64 * 1024  # the JSON envelope, and margin for estimates
-MAX_METADATA_KEYS = 50
-MAX_KEY_CHARS = 63
-MAX_FILTERABLE_BYTES = 2 * 1024
-MAX_METADATA_BYTES = 40 * 1024
-MAX_VECTOR_KEY_CHARS = 1024
 MAX_TOP_K = 10_000
 SEARCHABLE_TEXT_KEY = "searchable_text"
 """The metadata key a unit's searchable text is stored under (IndexSettings.searchable_text)."""
@@ -46,42 +46,11 @@ RetrievalMode = Literal["vector", "text", "hybrid"]
 RETRIEVAL_MODES: tuple[RetrievalMode, ...] = ("vector", "text", "hybrid")
 TEXT_SEARCH_WAIT_SECONDS = 600.0
 MAX_WRITE_ATTEMPTS = 8
-MAX_KEPT_WARNINGS = 100
-# Bytes of one float in botocore's JSON (", " separators) after ``_wire_floats``: at most 9
-# significant digits, so ≤ 16 characters plus separator below 1e9; a raw float64 repr ≤ 24.
-_COMPACT_FLOAT_BYTES, _RAW_FLOAT_BYTES = 18, 26
-_POWERS_OF_TEN = 10.0 ** np.arange(23)  # exact doubles, as np.power(10.0, n) gives them
 
 
 class IndexMismatchError(RuntimeError):
     """The index exists with another dimension, metric or non-filterable keys. S3 Vectors
     cannot change those, so novaflow refuses to write into it."""
-
-
-@dataclass(frozen=True)
-class FittedMetadata:
-    """Metadata that fits the service's limits: ``metadata`` to send, the ``dropped_keys`` that
-    did not fit (or had a key or value the service refuses), and a ``warning`` saying which and
-    why (None when nothing was dropped)."""
-
-    metadata: dict[str, Any]
-    dropped_keys: tuple[str, ...]
-    warning: str | None
-
-
-@dataclass(frozen=True)
-class PutOutcome:
-    """What ``put_vectors`` did: ``vectors_written`` in ``batches`` requests (their sizes in
-    ``batch_sizes``); ``vectors_with_dropped_metadata`` counts vectors whose metadata was
-    trimmed, ``warnings`` says why (the first 100); ``rejected`` lists ``(key, reason)`` of rows
-    not written because the service would refuse the vector itself."""
-
-    vectors_written: int
-    batches: int
-    batch_sizes: tuple[int, ...]
-    vectors_with_dropped_metadata: int
-    warnings: tuple[str, ...]
-    rejected: tuple[tuple[str, str], ...]
 
 
 def ensure_index(client: BaseClient, settings: IndexSettings, dimension: int) -> frozenset[str]:
@@ -137,59 +106,6 @@ def ensure_index(client: BaseClient, settings: IndexSettings, dimension: int) ->
     return frozenset(found_keys)
 
 
-def fitted_metadata(
-    metadata: Mapping[str, Any], non_filterable_keys: Collection[str]
-) -> FittedMetadata:
-    """``metadata`` trimmed to what PutVectors accepts, never refused whole.
-
-    Keys outside 1-63 characters and values that are not strings, finite numbers, booleans or
-    flat lists of those are dropped. Then, while there are more than 50 keys or the filterable
-    part is over 2 KB, the filterable key with the largest value goes; while the whole is over
-    40 KB, the key with the largest value goes whichever kind it is (filterable metadata is at
-    most 2 KB by then, so this drops the large non-filterable values that cause it). Sizes are
-    UTF-8 bytes of compact JSON, as the service measures them.
-    """
-    kept: dict[str, Any] = {}
-    reasons: dict[str, str] = {}
-    for key, value in metadata.items():
-        storable = _storable(value)
-        if not isinstance(key, str) or not 1 <= len(key) <= MAX_KEY_CHARS:
-            reasons[str(key)[:80]] = f"key must be 1-{MAX_KEY_CHARS} characters"
-        elif storable is None:
-            reasons[key] = "value must be a string, number, boolean or a list of those"
-        else:
-            kept[key] = storable
-    # The filterable part is part of the whole: a whole within the smallest limit drops nothing
-    # (the common case, settled with one measurement).
-    if not reasons and len(kept) <= MAX_METADATA_KEYS and _json_bytes(kept) <= MAX_FILTERABLE_BYTES:
-        return FittedMetadata(kept, (), None)
-    non_filterable = set(non_filterable_keys)
-
-    def filterable() -> dict[str, Any]:
-        return {k: v for k, v in kept.items() if k not in non_filterable}
-
-    def drop_largest(candidates: Mapping[str, Any], reason: str) -> None:
-        key = max(candidates, key=lambda k: (_json_bytes(candidates[k]), k))
-        del kept[key]
-        reasons[key] = reason
-
-    while len(kept) > MAX_METADATA_KEYS:
-        drop_largest(filterable() or kept, f"more than {MAX_METADATA_KEYS} keys")
-    while _json_bytes(filterable()) > MAX_FILTERABLE_BYTES:
-        drop_largest(filterable(), f"filterable metadata over {MAX_FILTERABLE_BYTES} bytes")
-    while _json_bytes(kept) > MAX_METADATA_BYTES:
-        drop_largest(kept, f"metadata over {MAX_METADATA_BYTES} bytes")
-    if not reasons:
-        return FittedMetadata(kept, (), None)
-    dropped = tuple(reasons)
-    details = "; ".join(f"{key!r}: {reason}" for key, reason in reasons.items())
-    warning = (
-        f"dropped metadata {list(dropped)} ({details}); declare large keys in "
-        "IndexSettings.non_filterable_keys when creating an index"
-    )
-    return FittedMetadata(kept, dropped, warning)
-
-
 def put_vectors(
     client: BaseClient,
     settings: IndexSettings,
@@ -200,66 +116,34 @@ def put_vectors(
 
     ``pacer`` counts vectors (one ``acquire(n)`` per batch of ``n``): build it with
     ``ThroughputSettings.index_vectors_per_second``. A key repeated within a batch is sent once,
-    last row wins, as a later put would overwrite it. Rows read lazily; metadata is fitted with
-    ``fitted_metadata``; vectors the service would refuse (non-finite, all zero on a cosine
-    index, key over 1,024 characters) are reported in ``rejected``, not sent. Raises
-    ``ClientError`` when a batch still fails after retries (re-running is safe: puts overwrite).
+    last row wins, as a later put would overwrite it. Rows read lazily, a few dozen at a time (a
+    row must not change once yielded); metadata is fitted with ``fitted_metadata``; vectors the
+    service would refuse (non-finite, all zero on a cosine index, key over 1,024 characters) are
+    reported in ``rejected``, not sent. Raises ``ClientError`` when a batch still fails after
+    retries (re-running is safe: puts overwrite).
     """
-    non_filterable = frozenset(settings.non_filterable_keys)
+    requests = _put_requests(client, settings, pacer)
+    requests.add_rows(rows)
+    return requests.outcome()
+
+
+def put_vector_blocks(
+    client: BaseClient, settings: IndexSettings, blocks: Iterable[VectorBlock], pacer: Pacer
+) -> PutOutcome:
+    """``put_vectors`` of the rows of ``blocks``, in order: the same requests and the same
+    outcome, without taking the blocks apart into rows."""
+    requests = _put_requests(client, settings, pacer)
+    for block in blocks:
+        requests.add_block(block)
+    return requests.outcome()
+
+
+def _put_requests(client: BaseClient, settings: IndexSettings, pacer: Pacer) -> PutRequests:
     where = _where(settings)
-    budget = MAX_REQUEST_BYTES - REQUEST_HEADROOM_BYTES
-    batch: dict[str, dict[str, Any]] = {}
-    batch_bytes = 0
-    sizes: list[int] = []
-    warnings: list[str] = []
-    trimmed = 0
-    rejected: list[tuple[str, str]] = []
-
-    def flush() -> None:
-        nonlocal batch, batch_bytes
-        if batch:
-            _put(client, pacer, where, list(batch.values()))
-            sizes.append(len(batch))
-            batch, batch_bytes = {}, 0
-
-    for key, vector, metadata in rows:
-        problem = _vector_problem(key, vector, settings.metric)
-        if problem is not None:
-            rejected.append((key, problem))
-            continue
-        fitted = fitted_metadata(metadata, non_filterable)
-        if fitted.warning is not None:
-            trimmed += 1
-            if len(warnings) < MAX_KEPT_WARNINGS:
-                warnings.append(f"{key}: {fitted.warning}")
-        wire, row_bytes = _wire_floats(np.asarray(vector, dtype=np.float32))
-        # JSON as botocore writes it, with ", " separators and ASCII escapes; measured that way.
-        key_json, metadata_json = json.dumps(key), json.dumps(fitted.metadata)
-        row_bytes += len(key_json) + len(metadata_json) + 64
-        if key not in batch and (
-            len(batch) >= MAX_BATCH_VECTORS or batch_bytes + row_bytes > budget
-        ):
-            flush()
-        batch[key] = b"".join(
-            (
-                b'{"key": ',
-                key_json.encode("ascii"),
-                b', "data": {"float32": ',
-                orjson.dumps(wire, option=orjson.OPT_SERIALIZE_NUMPY),
-                b'}, "metadata": ',
-                metadata_json.encode("ascii"),
-                b"}",
-            )
-        )
-        batch_bytes += row_bytes
-    flush()
-    return PutOutcome(
-        vectors_written=sum(sizes),
-        batches=len(sizes),
-        batch_sizes=tuple(sizes),
-        vectors_with_dropped_metadata=trimmed,
-        warnings=tuple(warnings),
-        rejected=tuple(rejected),
+    return PutRequests(
+        lambda entries: _put(client, pacer, where, entries),
+        settings.metric,
+        settings.non_filterable_keys,
     )
 
 
@@ -312,7 +196,7 @@ def query(
         "returnDistance": True,
     }
     if vector is not None:
-        wire, _ = _wire_floats(np.asarray(vector, dtype=np.float32))
+        wire, _ = wire_floats(np.asarray(vector, dtype=np.float32))
         request["queryVector"] = {"float32": wire.tolist()}
     if text:
         request["queryTexts"] = [
@@ -406,10 +290,10 @@ def _where(settings: IndexSettings) -> dict[str, str]:
 
 
 class _SerialisedVectors(threading.local):
-    """The ``vectors`` of the PutVectors request this thread is sending, as JSON: set by
-    ``_put`` for the duration of its call, None otherwise."""
+    """The entries (JSON, one per vector) of the PutVectors request this thread is sending:
+    set by ``_put`` for the duration of its call, None otherwise."""
 
-    json: bytes | None = None
+    entries: list[bytes] | None = None
 
 
 _serialised_vectors = _SerialisedVectors()
@@ -429,29 +313,31 @@ def _put(client: BaseClient, pacer: Pacer, where: Mapping[str, str], vectors: li
         _with_serialised_vectors,
         unique_id="novaflow-serialised-vectors",
     )
-    _serialised_vectors.json = b"[" + b", ".join(vectors) + b"]"
+    _serialised_vectors.entries = vectors
     try:
         _write(
             client, pacer, "put_vectors", len(vectors), {**where, "vectors": _PLACEHOLDER_VECTORS}
         )
     finally:
-        _serialised_vectors.json = None
+        _serialised_vectors.entries = None
 
 
 def _with_serialised_vectors(params: dict[str, Any], **_: Any) -> None:
     """botocore's ``before-call`` hook for PutVectors: the request body with this thread's
     serialised vectors in place of the placeholder's (no change when it has none). Must return
     None, or botocore would take the value as the response."""
-    vectors = _serialised_vectors.json
-    if vectors is None:
+    entries = _serialised_vectors.entries
+    if entries is None:
         return None
-    document = json.loads(params["body"])
-    members = [
-        f"{json.dumps(name)}: {json.dumps(value)}".encode()
-        for name, value in document.items()
-        if name != "vectors"
-    ]
-    params["body"] = b"{" + b", ".join([*members, b'"vectors": ' + vectors]) + b"}"
+    pieces = [b"{"]
+    for name, value in json.loads(params["body"]).items():
+        if name != "vectors":
+            pieces += (f"{json.dumps(name)}: {json.dumps(value)}".encode(), b", ")
+    separated = [b", "] * (2 * len(entries) - 1) if entries else []
+    separated[::2] = entries
+    # One join: a body is ~11 KB a 1,024-d vector, and each whole copy of it cost ~3 µs of CPU
+    # a vector, as much as fitting its metadata.
+    params["body"] = b"".join([*pieces, b'"vectors": [', *separated, b"]}"])
     return None
 
 
@@ -492,61 +378,6 @@ def _tolerating_conflict(create: Any) -> None:
     except ClientError as err:
         if error_code(err) != "ConflictException":
             raise
-
-
-def _json_bytes(value: Any) -> int:
-    return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
-
-
-def _storable(value: Any) -> Any:
-    """``value`` as the JSON the service stores (numpy scalars made plain), or None if none."""
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, bool | str):
-        return value
-    if isinstance(value, int | float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, list | tuple):
-        items = [_storable(v) for v in value]
-        if any(item is None or isinstance(item, list) for item in items):
-            return None
-        return items
-    return None
-
-
-def _vector_problem(key: str, vector: np.ndarray, metric: str) -> str | None:
-    if not 1 <= len(key) <= MAX_VECTOR_KEY_CHARS:
-        return f"vector key must be 1-{MAX_VECTOR_KEY_CHARS} characters"
-    values = np.asarray(vector)
-    if values.dtype != np.float32:  # float32 is what is sent: judge that, as the service will
-        values = values.astype(np.float64)
-    if values.ndim != 1 or not np.isfinite(values).all():
-        return "vector must be one-dimensional with no NaN or Infinity"
-    if metric == "cosine" and not values.astype(np.float32, copy=False).any():
-        return "a cosine index refuses an all-zero vector"
-    return None
-
-
-def _wire_floats(vector: np.ndarray) -> tuple[np.ndarray, int]:
-    """``vector`` as float64 values that print short in JSON, and a bound on their JSON bytes.
-
-    A float32 needs 9 significant digits to round-trip exactly, but its float64 value prints
-    with up to 17, making requests ~60% larger (a 500 × 3,072 batch would not fit in 20 MiB).
-    Rounding to 9 digits by dividing an integer by an exact power of ten gives the double
-    nearest that decimal, which prints as it (shortest round-trip repr, as Python's and
-    orjson's) and parses back to the same float32.
-    """
-    values = vector.astype(np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        shift = 8 - np.floor(np.log10(np.abs(values)))
-        # Powers of ten are exact doubles only up to 1e22; outside 1e-14..1e9 (and for 0, NaN
-        # and infinities, whose shift is not finite) values are sent as they are.
-        compact = (shift >= 0) & (shift <= 22)
-    scale = _POWERS_OF_TEN[np.where(compact, shift, 0.0).astype(np.intp)]
-    wire = np.where(compact, np.round(values * scale) / scale, values)
-    compact_count = int(np.count_nonzero(compact))
-    bound = _COMPACT_FLOAT_BYTES * compact_count + _RAW_FLOAT_BYTES * (values.size - compact_count)
-    return wire, bound
 
 
 def _chain(keys: Iterable[str]) -> Iterator[str]:

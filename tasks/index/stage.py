@@ -12,11 +12,12 @@ import json
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
 from itertools import chain
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from tasks.aws_clients import s3vectors_client
+from tasks.index.put_requests import VectorBlock
 from tasks.index.reused_vectors import recorded_digests, written_reused_vectors
 from tasks.index.searchable_text import TextCounts, held_vectors, with_searchable_texts
 from tasks.job_ledger import JobLedger
@@ -28,20 +29,48 @@ from tasks.state.commit import committed_run
 from tasks.state.dataset import StateDataset
 from tasks.store import CheckpointStore, is_job_part
 from tasks.tables import async_units
-from tasks.vector_store import SEARCHABLE_TEXT_KEY, delete_vectors, ensure_index, put_vectors
+from tasks.vector_store import (
+    SEARCHABLE_TEXT_KEY,
+    delete_vectors,
+    ensure_index,
+    put_vector_blocks,
+    put_vectors,
+)
+
+_T = TypeVar("_T")
 
 
-def _embedding_rows(
-    store: CheckpointStore, run_id: str
-) -> Iterator[tuple[str, np.ndarray, Mapping[str, Any]]]:
+def _embedding_blocks(store: CheckpointStore, run_id: str) -> Iterator[VectorBlock]:
+    """The run's checkpointed vectors, 500 rows a block, with their metadata."""
     for path in store.list_files(store.embeddings_dir(run_id)):
         for batch in store.batches(path, batch_size=500):
+            if len(batch) == 0:
+                continue
             keys = batch.column("key").to_pylist()
-            metadata = batch.column("metadata_json").to_pylist()
             embeddings = batch.column("embedding")
             vectors = embeddings.values.to_numpy().reshape(len(batch), embeddings.type.list_size)
-            for key, vector, meta in zip(keys, vectors, metadata, strict=True):
-                yield key, vector, json.loads(meta)
+            metadata: list[Mapping[str, Any]] = []
+            try:
+                for text in batch.column("metadata_json").to_pylist():
+                    metadata.append(json.loads(text))
+            except Exception:
+                # The rows before one that cannot be read are put first, as they always were.
+                if metadata:
+                    yield VectorBlock(keys[: len(metadata)], vectors[: len(metadata)], metadata)
+                raise
+            yield VectorBlock(keys, vectors, metadata)
+
+
+def _rows(blocks: Iterable[VectorBlock]) -> Iterator[tuple[str, np.ndarray, Mapping[str, Any]]]:
+    for block in blocks:
+        yield from zip(block.keys, block.vectors, block.metadata, strict=True)
+
+
+def _nonempty(items: Iterator[_T]) -> Iterator[_T] | None:
+    """``items`` as they were, or None when there are none (reading the first to know)."""
+    for first in items:
+        return chain((first,), items)
+    return None
 
 
 def _planned_deletions(store: CheckpointStore, run_id: str) -> Iterator[str]:
@@ -80,27 +109,48 @@ def _async_deletions(store: CheckpointStore, settings: NovaflowSettings, run_id:
 
 def loaded_index(settings: NovaflowSettings, run_id: str) -> LoadOutcome:
     """Put every vector the run embedded, then delete the keys its plan marked stale and those
-    its async jobs made stale."""
+    its async jobs made stale.
+
+    A run with nothing to put or delete, on an index that an earlier run loaded and committed
+    with the same searchable-text setting, makes no S3 Vectors call (nor a client): that run
+    made and checked the index, and an index whose configuration no longer matches the
+    settings is refused by the next run that writes. A first run makes its index even empty."""
     store = CheckpointStore(settings.store)
     config_hash = settings.embedding.config_hash()
     written_reused_vectors(store, run_id, settings.embedding.dimension, config_hash)
+    blocks = _nonempty(_embedding_blocks(store, run_id))
+    state = StateDataset(store, settings.index.vector_bucket, settings.index.index)
+    layout = state.layout()
+    stale: Iterator[str] | None = None
+    if (
+        blocks is None
+        and layout.last_run
+        and layout.searchable_text == settings.index.searchable_text
+    ):
+        stale = _nonempty(_stale_keys(store, settings, run_id))
+        if stale is None:
+            return LoadOutcome(
+                vectors_written=0, put_batches=0, keys_deleted=0, metadata_warnings=()
+            )
     client = s3vectors_client()
     non_filterable = ensure_index(client, settings.index, settings.embedding.dimension)
     # Fitted to the keys the index really has (one made before searchable text keeps its own).
     index = settings.index.model_copy(update={"non_filterable_keys": tuple(non_filterable)})
     pacer = Pacer(settings.throughput.index_vectors_per_second)
-    rows: Iterable[tuple[str, np.ndarray, Mapping[str, Any]]] = _embedding_rows(store, run_id)
     texts = TextCounts()
     if index.searchable_text:
-        state = StateDataset(store, index.vector_bucket, index.index)
-        if not state.layout().searchable_text:
+        rows: Iterable[tuple[str, np.ndarray, Mapping[str, Any]]] = _rows(blocks or ())
+        if not layout.searchable_text:
             # Turned on for an index that holds vectors without their text: every vector it
             # holds is written again with it (read back from the index, not embedded again),
             # before this run's own, which win.
             rows = chain(held_vectors(client, index, state, pacer), rows)
         rows = with_searchable_texts(rows, texts, SEARCHABLE_TEXT_KEY not in non_filterable)
-    put = put_vectors(client, index, rows, pacer)
-    stale = chain(_planned_deletions(store, run_id), _async_deletions(store, settings, run_id))
+        put = put_vectors(client, index, rows, pacer)
+    else:
+        put = put_vector_blocks(client, index, blocks or (), pacer)
+    if stale is None:
+        stale = _stale_keys(store, settings, run_id)
     deleted = delete_vectors(client, index, stale, pacer)
     return LoadOutcome(
         vectors_written=put.vectors_written,
@@ -110,6 +160,12 @@ def loaded_index(settings: NovaflowSettings, run_id: str) -> LoadOutcome:
         texts_attached=texts.attached,
         texts_truncated=texts.truncated,
     )
+
+
+def _stale_keys(store: CheckpointStore, settings: NovaflowSettings, run_id: str) -> Iterator[str]:
+    """The keys this run deletes: those its plan marked stale (read as they are taken), then
+    those its async jobs made stale (worked out now)."""
+    return chain(_planned_deletions(store, run_id), _async_deletions(store, settings, run_id))
 
 
 def _column_rows(store: CheckpointStore, paths: list[str], columns: list[str]) -> Iterator[dict]:

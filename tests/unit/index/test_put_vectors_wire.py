@@ -12,16 +12,15 @@ import numpy as np
 import pytest
 from botocore.client import BaseClient
 
+from tasks.index.put_requests import (
+    COMPACT_FLOAT_BYTES,
+    MAX_FILTERABLE_BYTES,
+    RAW_FLOAT_BYTES,
+    wire_floats,
+)
 from tasks.pacing import Pacer
 from tasks.settings import IndexSettings
-from tasks.vector_store import (
-    _COMPACT_FLOAT_BYTES,
-    _RAW_FLOAT_BYTES,
-    MAX_FILTERABLE_BYTES,
-    _wire_floats,
-    fitted_metadata,
-    put_vectors,
-)
+from tasks.vector_store import fitted_metadata, put_vectors
 
 INDEX = IndexSettings(vector_bucket="wire-tests", index="wire")
 
@@ -57,7 +56,7 @@ def _reference_wire_floats(vector: np.ndarray) -> tuple[list[float], int]:
     compact = np.isfinite(shift) & (shift >= 0) & (shift <= 22)
     scale = np.power(10.0, np.where(compact, shift, 0.0))
     wire = np.where(compact, np.round(values * scale) / scale, values)
-    bound = int(np.where(compact, _COMPACT_FLOAT_BYTES, _RAW_FLOAT_BYTES).sum())
+    bound = int(np.where(compact, COMPACT_FLOAT_BYTES, RAW_FLOAT_BYTES).sum())
     return wire.tolist(), bound
 
 
@@ -76,7 +75,7 @@ def test_the_put_body_is_the_request_botocore_would_have_built() -> None:
         "vectors": [
             {
                 "key": key,
-                "data": {"float32": _wire_floats(vector)[0].tolist()},
+                "data": {"float32": wire_floats(vector)[0].tolist()},
                 "metadata": meta,
             }
             for key, vector, meta in rows
@@ -107,7 +106,7 @@ def test_the_faster_rounding_gives_the_same_values_and_bound(seed: int) -> None:
     vector = (rng.standard_normal(1024) * scales).astype(np.float32)
     edges = [0.0, -0.0, 1e-45, 1e-38, 3.4e38, 1e9, 9.99e8, 1e-14, np.inf, -np.inf, np.nan]
     vector[: len(edges)] = np.asarray(edges, dtype=np.float32)
-    wire, bound = _wire_floats(vector)
+    wire, bound = wire_floats(vector)
     reference, reference_bound = _reference_wire_floats(vector)
     assert bound == reference_bound
     assert np.array_equal(wire, np.asarray(reference), equal_nan=True)
