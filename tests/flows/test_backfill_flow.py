@@ -190,7 +190,7 @@ def test_a_new_index_is_built_beside_the_old_one_and_made_live_only_when_asked_a
     assert "evaluation is off" in (refused.message or "")
     assert read_active_index(store) is None
 
-    evaluated = new.model_copy(update={"evaluation": _settings(tmp_path, "x").evaluation})
+    evaluated = new.model_copy(update={"evaluation": _settings(tmp_path, "evaluated").evaluation})
     switched = backfill(params.model_copy(update={"settings": evaluated}))
 
     assert switched.ran == ()  # every partition was done: evaluated, then switched
