@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import atexit
+import contextlib
 import ctypes
 import json
 import os
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -373,10 +376,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         "backfill": lambda args: command_backfill(args, _settings),
     }
     try:
-        return commands[args.command](args)
+        status = commands[args.command](args)
     except InvalidSettingsError as err:
         print(f"novaflow {args.command}: invalid settings: {err}", file=sys.stderr)
         return 2
+    if argv is None:  # the console command itself, not a caller in this process
+        return _exit_without_teardown(status)
+    return status
+
+
+def _exit_without_teardown(status: int) -> int:
+    """End the process as the interpreter's own exit would, without its teardown: the
+    interpreter's own first steps (``threading._shutdown``: idle thread pools told to stop, the
+    threads that are not daemons waited for; then the ``atexit`` hooks: Prefect's log and event
+    workers deliver what they hold, the temporary Prefect server stops), the standard streams
+    flushed, then ``os._exit``. Freeing every object of the ~2,000 modules a run imports cost
+    0.25 s of CPU per command, a tenth of a run over a corpus that did not change. Returns
+    ``status`` (the interpreter then exits as usual) where ``threading._shutdown``, private to
+    CPython, is missing."""
+    shutdown = getattr(threading, "_shutdown", None)
+    if shutdown is None:
+        return status
+    shutdown()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # closed, or a closed pipe
+            stream.flush()
+    os._exit(status)
 
 
 if __name__ == "__main__":
