@@ -17,6 +17,7 @@ from flows.reembed import ReembedParameters, reembed
 from tasks import schemas
 from tasks.report.summary import RunSummary
 from tasks.settings import EvaluationSettings, IndexSettings, NovaflowSettings, ThroughputSettings
+from tasks.state import commit as state_commit
 from tasks.state import layout as state_layout
 from tasks.state.dataset import StateDataset
 from tasks.store import CheckpointStore
@@ -65,6 +66,25 @@ def _partition_files(settings: NovaflowSettings) -> dict[str, bytes]:
     store = CheckpointStore(settings.store)
     root = Path(store.state_dir(settings.index.vector_bucket, settings.index.index))
     return {p.name: p.read_bytes() for p in root.glob("items-*/part-*.parquet")}
+
+
+def test_the_first_commit_lays_the_state_out_for_its_items_without_a_split(
+    aws_environment: Emulator, corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Written into one partition and then split, the first commit read every item back and
+    wrote it twice."""
+
+    def no_split(*args: object) -> None:
+        raise AssertionError("the first commit split the state it had just written")
+
+    monkeypatch.setattr(state_commit, "_split", no_split)
+    settings = _settings(tmp_path)
+    _run(corpus, settings)
+    layout = StateDataset(
+        CheckpointStore(settings.store), settings.index.vector_bucket, settings.index.index
+    ).layout()
+    assert (layout.partitions, layout.items) == (16, NOTES)
+    assert len(_state(settings)) == NOTES
 
 
 def test_a_commit_rewrites_only_the_partitions_holding_what_changed(
