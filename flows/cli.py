@@ -274,7 +274,6 @@ def _quiet_prefect() -> None:
 
 def command_plan(args: argparse.Namespace) -> int:
     """``novaflow plan``: a dry run a user can trust; prints the plan and its estimated cost."""
-    from tasks.aws_clients import s3_client
     from tasks.corpus.source import CorpusSource, corpus_items
     from tasks.plan.estimates import BATCH_MIN_RECORDS_PER_JOB, backfill_estimate
     from tasks.plan.stage import planned_run
@@ -285,7 +284,7 @@ def command_plan(args: argparse.Namespace) -> int:
     with backend_environment(settings.backend, Path(settings.store)):
         source = CorpusSource(args.manifest, args.corpus, args.root)
         totals = planned_run(
-            settings, lambda: corpus_items(source, s3_client()), run_id, args.allow_empty_corpus
+            settings, lambda: corpus_items(source), run_id, args.allow_empty_corpus
         )
     items = totals.items
     print(f"plan {run_id} (no model was called)")

@@ -12,7 +12,6 @@ from prefect import Task, get_run_logger, task
 from prefect.client.schemas.objects import State, TaskRun
 from prefect.tasks import exponential_backoff
 
-from tasks.aws_clients import s3_client
 from tasks.batch.stage import embedded_by_batch
 from tasks.corpus.source import CorpusSource, corpus_items
 from tasks.embed.stage import embedded_shard
@@ -33,9 +32,7 @@ def plan_run(
     settings: NovaflowSettings, source: CorpusSource, run_id: str, allow_empty_corpus: bool
 ) -> PlanTotals:
     """Resolve the corpus and write the run's plan and shards (reused when they exist)."""
-    return planned_run(
-        settings, lambda: corpus_items(source, s3_client()), run_id, allow_empty_corpus
-    )
+    return planned_run(settings, lambda: corpus_items(source), run_id, allow_empty_corpus)
 
 
 @task(
