@@ -62,6 +62,7 @@ if TYPE_CHECKING:
     from distributed import LocalCluster
 
 ASYNC_STAGES = 1  # the one task that submits and polls every async job of the run
+PROGRESS_SECONDS = 2.0  # the shards-embedded progress artifact is updated this often at most
 
 
 class ReembedParameters(BaseModel):
@@ -221,6 +222,7 @@ def _stages(params: ReembedParameters, lease: HeldLease) -> RunSummary:
     shards = _shards_as_completed(
         _paced_settings(settings, on_dask), run_id, on_demand, in_parallel
     )
+    next_progress = time.monotonic() + PROGRESS_SECONDS
     for done, (shard, future) in enumerate(shards, start=1):
         lease.raise_if_lost()  # another process took the run over: stop before doing more
         try:
@@ -229,7 +231,10 @@ def _stages(params: ReembedParameters, lease: HeldLease) -> RunSummary:
             logger.error("shard %d failed after its retries: %s", shard, exc)
             failed_shards.append(shard)
             outcomes.append(quarantined_shard(settings, run_id, shard, f"shard task failed: {exc}"))
-        update_progress_artifact(progress, 100.0 * done / max(len(on_demand), 1))
+        if done == len(on_demand) or time.monotonic() >= next_progress:
+            # Every PROGRESS_SECONDS at most: an update is an API call, ~5 ms of CPU a shard.
+            update_progress_artifact(progress, 100.0 * done / len(on_demand))
+            next_progress = time.monotonic() + PROGRESS_SECONDS
     if not on_demand:
         update_progress_artifact(progress, 100.0)
     jobs = AsyncOutcome()
