@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
 
 import pyarrow as pa
@@ -18,6 +17,7 @@ from tasks.local_copies import local_source
 from tasks.outcomes import PlanTotals
 from tasks.plan.buckets import BUCKET_BITS, corpus_batches, spilled_buckets
 from tasks.plan.diff import planned_items
+from tasks.plan.scratch import plan_scratch
 from tasks.plan.written import write_plan
 from tasks.records import Failure, Item
 from tasks.settings import NovaflowSettings
@@ -63,7 +63,7 @@ def planned_run(
     # resumed, it covers that partition only and must not remove the rest of the corpus.
     partial = store.exists(store.partition_record_path(run_id))
     failures: list[Failure] = []
-    with tempfile.TemporaryDirectory(prefix="novaflow-plan-") as scratch:
+    with plan_scratch() as scratch:
         with store.table_writer(store.manifest_path(run_id), schemas.MANIFEST) as manifest:
 
             def recorded(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
