@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from tasks import schemas
 from tasks.records import Failure, Item
-from tasks.state.layout import item_hashes
+from tasks.state.layout import grouped, item_hashes
 
 BUCKET_BITS = 8
 """A corpus larger than :data:`SPILL_ROWS` is spilled to 256 buckets, whatever the state's
@@ -143,11 +143,5 @@ def _by_bucket(batch: pa.RecordBatch, bits: int) -> Iterator[tuple[int, pa.Recor
     """The rows of ``batch`` in each bucket that holds any, in order, with their :data:`HASH`."""
     hashes = item_hashes(batch.column("item_id").to_pylist())
     buckets = hashes & np.uint32((1 << bits) - 1)
-    order = np.argsort(buckets, kind="stable")
     hashed = pa.RecordBatch.from_arrays([*batch.columns, pa.array(hashes)], schema=_SPILLED)
-    ordered = hashed.take(pa.array(order))
-    sorted_buckets = buckets[order]
-    starts = np.flatnonzero(np.r_[True, sorted_buckets[1:] != sorted_buckets[:-1]])
-    ends = np.r_[starts[1:], len(sorted_buckets)]
-    for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
-        yield int(sorted_buckets[start]), ordered.slice(start, end - start)
+    return grouped(hashed, buckets)

@@ -22,7 +22,6 @@ import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -30,7 +29,7 @@ from tasks import schemas
 from tasks.records import ROW_STAGE
 from tasks.service_errors import RETRIED_NEXT_RUN_CODES
 from tasks.state.dataset import StateDataset, partitioned, removals
-from tasks.state.layout import PartitionFiles, StateLayout, bits_for, partitions_of
+from tasks.state.layout import PartitionFiles, StateLayout, bits_for
 from tasks.store import CheckpointStore
 
 log = logging.getLogger(__name__)
@@ -88,9 +87,9 @@ def _changed_items(store: CheckpointStore, run_id: str) -> pa.Table:
     )
 
 
-def _run_outcome(store: CheckpointStore, run_id: str, changes: pa.Table, bits: int) -> pa.Table:
-    """One row per item of ``changes`` (plan order within a partition, partitions in order):
-    ``item_id``, ``change``, ``partition`` at ``2**bits``; the run's manifest row (``uri``,
+def _run_outcome(store: CheckpointStore, run_id: str, changes: pa.Table) -> pa.Table:
+    """One row per item of ``changes``, in their order: ``item_id``, ``change``; the run's
+    manifest row (``uri``,
     ``fingerprint``, ``modality``, ``metadata_json``; null for a removed item); ``keys``, the
     keys the run embedded for it, sorted; ``failed``, whether the run recorded a failure of the
     item (stage ``plan`` or later); ``transient``, whether one of those is retried by the next
@@ -132,30 +131,16 @@ def _run_outcome(store: CheckpointStore, run_id: str, changes: pa.Table, bits: i
     )
     retried = pa.array(sorted(RETRIED_NEXT_RUN_CODES), pa.string())
     transient = failures.filter(pc.is_in(failures["code"], value_set=retried))
-    outcome = pa.table(
+    return pa.table(
         {
             "item_id": ids,
             "change": changes["change"],
-            "partition": pa.array(partitions_of(ids, bits)),
             **{name: described[name] for name in columns[1:]},
             "keys": pc.fill_null(held_keys, pa.scalar([], pa.list_(pa.string()))),
             "failed": pc.is_in(ids, value_set=failures["item_id"]),
             "transient": pc.is_in(ids, value_set=transient["item_id"]),
         }
     )
-    order = np.argsort(outcome["partition"].to_numpy(), kind="stable")
-    return outcome.take(pa.array(order))
-
-
-def _by_partition(outcome: pa.Table) -> Iterator[tuple[int, pa.Table]]:
-    """The rows of each partition of ``outcome`` (sorted by partition), with the partition."""
-    parts = outcome["partition"].to_numpy()
-    if len(parts) == 0:
-        return
-    starts = np.flatnonzero(np.r_[True, parts[1:] != parts[:-1]])
-    ends = np.r_[starts[1:], len(parts)]
-    for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
-        yield int(parts[start]), outcome.slice(start, end - start)
 
 
 def _applied(
@@ -258,12 +243,13 @@ def committed_run(
         )
     # What earlier stages freed stays with Arrow's allocator unless handed back.
     pa.default_memory_pool().release_unused()
-    outcome = _run_outcome(store, run_id, changes, layout.bits)
-    touched = sorted(set(pc.unique(outcome["partition"]).to_pylist()))
+    # Slices of one copy of the outcome sorted by partition: the unsorted one can go.
+    by_partition = list(partitioned(_run_outcome(store, run_id, changes), layout.bits))
+    touched = [part for part, _ in by_partition]
     store.write_text(record_path, CommitRecord(run_id, config_hash, tuple(touched)).to_json())
     updated: dict[int, PartitionFiles] = {}
     superseded: list[str] = []
-    for part, rows in _by_partition(outcome):
+    for part, rows in by_partition:
         previous = dataset.partition(layout, part)
         applied = _applied(rows, previous, config_hash)
         if applied is None:

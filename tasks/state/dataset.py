@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from tasks import schemas
-from tasks.state.layout import PartitionFiles, StateLayout, bits_for, partitions_of
+from tasks.state.layout import PartitionFiles, StateLayout, bits_for, grouped, partitions_of
 from tasks.store import CheckpointStore
 
 log = logging.getLogger(__name__)
@@ -205,14 +205,7 @@ class StateDataset:
 
 def partitioned(table: pa.Table, bits: int) -> Iterator[tuple[int, pa.Table]]:
     """The rows of ``table`` in each partition at ``2**bits`` that holds any, in order."""
-    parts = partitions_of(table["item_id"], bits)
-    order = np.argsort(parts, kind="stable")
-    ordered = table.take(pa.array(order))
-    sorted_parts = parts[order]
-    starts = np.flatnonzero(np.r_[True, sorted_parts[1:] != sorted_parts[:-1]])
-    ends = np.r_[starts[1:], len(sorted_parts)]
-    for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
-        yield int(sorted_parts[start]), ordered.slice(start, end - start)
+    return grouped(table, partitions_of(table["item_id"], bits))
 
 
 def _latest_rows(tables: list[pa.Table]) -> pa.Table:

@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import json
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import pyarrow as pa
+
+RowsT = TypeVar("RowsT", pa.Table, pa.RecordBatch)
 
 MAX_MEAN_ITEMS = 4096
 """Partitions are doubled once they hold more than this many items on average."""
@@ -47,6 +50,19 @@ def partitions_of(item_ids: pa.Array | pa.ChunkedArray, bits: int) -> np.ndarray
     """The partition of each item id at ``2**bits`` partitions (int64 array, in order)."""
     hashes = item_hashes(item_ids.to_pylist())
     return (hashes & np.uint32((1 << bits) - 1)).astype(np.int64)
+
+
+def grouped(rows: RowsT, groups: np.ndarray) -> Iterator[tuple[int, RowsT]]:
+    """The rows of ``rows`` (a table or a record batch) in each group that holds any, groups in
+    ascending order, rows in their order within a group; ``groups[i]`` is row ``i``'s group.
+    One sorted copy of ``rows``, sliced."""
+    order = np.argsort(groups, kind="stable")
+    ordered = rows.take(pa.array(order))
+    sorted_groups = groups[order]
+    starts = np.flatnonzero(np.r_[True, sorted_groups[1:] != sorted_groups[:-1]])
+    ends = np.r_[starts[1:], len(sorted_groups)]
+    for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
+        yield int(sorted_groups[start]), ordered.slice(start, end - start)
 
 
 def bits_for(items: int) -> int:
