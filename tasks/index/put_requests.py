@@ -280,14 +280,7 @@ def _storable_items(metadata: Mapping[str, Any]) -> tuple[dict[str, Any], dict[s
     kept: dict[str, Any] = {}
     reasons: dict[str, str] = {}
     for key, value in metadata.items():
-        kind = type(value)
-        # The plain kinds of most values, as ``_storable`` takes them, without its call.
-        if kind is str or kind is bool:
-            storable = value
-        elif kind is int or kind is float:
-            storable = value if math.isfinite(value) else None
-        else:
-            storable = _storable(value)
+        storable = _storable(value)
         if not isinstance(key, str) or not 1 <= len(key) <= MAX_KEY_CHARS:
             reasons[str(key)[:80]] = f"key must be 1-{MAX_KEY_CHARS} characters"
         elif storable is None:
@@ -335,6 +328,11 @@ def _json_bytes(value: Any) -> int:
 
 def _storable(value: Any) -> Any:
     """``value`` as the JSON the service stores (numpy scalars made plain), or None if none."""
+    kind = type(value)  # the plain kinds of most values first, before the isinstance checks
+    if kind is str or kind is bool:
+        return value
+    if kind is int or kind is float:
+        return value if math.isfinite(value) else None
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, bool | str):
@@ -378,10 +376,8 @@ def wire_floats(vector: np.ndarray) -> tuple[np.ndarray, int]:
     nearest that decimal, which prints as it (shortest round-trip repr, as Python's and
     orjson's) and parses back to the same float32.
     """
-    wire, compact = _rounded(vector.astype(np.float64))
-    compact_count = int(np.count_nonzero(compact))
-    bound = COMPACT_FLOAT_BYTES * compact_count + RAW_FLOAT_BYTES * (wire.size - compact_count)
-    return wire, bound
+    wire, bounds = _wire_rows(vector.reshape(1, -1))
+    return wire[0], int(bounds[0])
 
 
 def _wire_rows(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
