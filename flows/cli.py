@@ -177,24 +177,23 @@ def _merged_settings(args: argparse.Namespace) -> Any:
         for key, value in (("vector_bucket", args.vector_bucket), ("index", args.index))
         if value
     }
-    # Validated as the environment's values are (model_copy would take any value unchecked).
     if index_update:
-        update["index"] = settings.index.model_validate(
-            {**settings.index.model_dump(), **index_update}
-        )
+        update["index"] = _validated(settings.index, index_update)
     if args.dimension:
-        update["embedding"] = settings.embedding.model_validate(
-            {**settings.embedding.model_dump(), "dimension": args.dimension}
-        )
+        update["embedding"] = _validated(settings.embedding, {"dimension": args.dimension})
     evaluation = _evaluation_update(args)
     if evaluation:
-        update["evaluation"] = settings.evaluation.model_validate(
-            {**settings.evaluation.model_dump(), **evaluation}
-        )
+        update["evaluation"] = _validated(settings.evaluation, evaluation)
     settings = settings.model_copy(update=update)
     if index_update or args.dimension:
         return settings
     return _following_switch(settings)
+
+
+def _validated(section: Any, changes: dict[str, Any]) -> Any:
+    """``section`` (a settings model) with ``changes``, checked as values from the environment
+    are: ``model_copy(update=...)`` would take any value unchecked."""
+    return section.model_validate({**section.model_dump(), **changes})
 
 
 def _following_switch(settings: Any) -> Any:
