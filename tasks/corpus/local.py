@@ -173,13 +173,6 @@ def local_item(
     )
 
 
-def crawled_local_paths(directory: str) -> Iterator[str]:
-    """The ``uri`` of each row of :func:`crawled_local_rows`: every file under ``directory`` as
-    an absolute path, in sorted path order."""
-    for row in crawled_local_rows(directory):
-        yield row.uri
-
-
 def crawled_local_rows(directory: str) -> Iterator[ManifestRow]:
     """Every file under ``directory`` as a row, ``position`` counting from 1 and ``uri`` its
     absolute path, in sorted path order, skipping hidden files and directories (names starting
