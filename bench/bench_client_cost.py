@@ -15,6 +15,11 @@ table prints both the whole cost per unit and the marginal cost per unit beyond 
 part. The larger corpus is then run again unchanged (nothing to embed: a crawl and a diff), and
 its CPU is set against the first run's, whole and beyond the fixed part.
 
+CPU figures move with the machine's speed, so the stand-in first serves the floor no client
+goes below (a line before the tables): the CPU per bare boto3 ``InvokeModel`` call of a unit's
+text (``bench/invoke_floor.py``, client built as novaflow's, a process of its own), single-
+threaded and at C threads for each C; each report gives marginal ms/unit at C against it.
+
 Prefect's API comes two ways, each a table of its own: ``temporary``, novaflow's default when
 no ``PREFECT_API_URL`` is set (a temporary Prefect server started and stopped by every run, in
 its process tree, so counted); and ``running``, as a deployment runs, against one ``prefect
@@ -38,6 +43,7 @@ include py-spy's sampling). Prints figures; asserts nothing.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
 import signal
@@ -62,6 +68,8 @@ FULL_SIZES = (5_000, 20_000)
 SMOKE_SIZES = (20, 80)
 CONCURRENCIES = (8, 32)
 SMOKE_CONCURRENCIES = (8,)
+FLOOR_CALLS = 2_000
+SMOKE_FLOOR_CALLS = 50
 REQUESTS_PER_SECOND = 400.0
 GOAL_MS_PER_UNIT = 2.0
 GOAL_RSS_MB = 400.0
@@ -108,6 +116,14 @@ def text_corpus(root: Path, units: int) -> Path:
         words = " ".join(WORDS[(n * 7 + i * 3) % len(WORDS)] for i in range(40))
         (folder / f"note-{n:06d}.txt").write_text(f"note {n}: {words}.\n", encoding="utf-8")
     return root
+
+
+def invoke_floor(env: dict[str, str], calls: int, threads: int, chars: int) -> float:
+    """CPU ms per bare InvokeModel call (``bench/invoke_floor.py``, in a process of its own)."""
+    command = [sys.executable, str(REPO / "bench" / "invoke_floor.py"), "--calls", str(calls)]
+    command += ["--threads", str(threads), "--chars", str(chars)]
+    done = subprocess.run(command, env=env, stdout=subprocess.PIPE, text=True, check=True)
+    return float(json.loads(done.stdout.splitlines()[-1])["cpu_ms_per_call"])
 
 
 def measured_run(
@@ -191,8 +207,9 @@ def report(
     rerun: Measured,
     sizes: Sequence[int],
     concurrencies: Sequence[int],
+    floors: dict[int, float],
 ) -> None:
-    """Print the table and the ratios the goals are about."""
+    """Print the table, the ratios the goals are about, and the marginal against ``floors``."""
     print(
         f"{'run':<30} {'units':>6} {'C':>3} {'CPU s':>8} {'(sys s)':>8} {'ms/unit':>8} "
         f"{'marginal':>9} {'units/CPU s':>12} {'peak RSS MB':>12} {'(novaflow)':>10} "
@@ -222,6 +239,12 @@ def report(
             f"{b.peak_rss_mb:.0f} MB ({growth:+.1%}, goal ≤ {GOAL_RSS_GROWTH:.0%} and "
             f"< {GOAL_RSS_MB:.0f} MB): "
             f"{verdict(growth <= GOAL_RSS_GROWTH and b.peak_rss_mb < GOAL_RSS_MB)}"
+        )
+        floor, (ma, mb) = floors[concurrency], (a.ms_per_unit(fixed), b.ms_per_unit(fixed))
+        print(
+            f"{'':<6}against the floor at {concurrency} threads ({floor:.2f} ms): marginal = "
+            f"{ma / floor:.2f} × a bare call ({ma - floor:+.2f} ms of novaflow's own per unit) "
+            f"at {small} units, {mb / floor:.2f} × ({mb - floor:+.2f} ms) at {large}"
         )
     first = by[(large, rerun.concurrency)]
     share = rerun.cpu_seconds / first.cpu_seconds
@@ -353,6 +376,7 @@ def main() -> None:
         args.profile.mkdir(parents=True, exist_ok=True)
     bench_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     results: dict[str, tuple[Measured, list[Measured], Measured]] = {}
+    floor_calls = SMOKE_FLOOR_CALLS if args.smoke else FLOOR_CALLS
     with tempfile.TemporaryDirectory(prefix="bench-client-cost-") as scratch:
         work = Path(scratch)
         # The runs and the stand-in run this checkout's code, whichever one the venv installed.
@@ -366,6 +390,8 @@ def main() -> None:
             }
             corpora = {size: text_corpus(work / f"corpus-{size}", size) for size in sizes}
             one = text_corpus(work / "corpus-1", 1)
+            chars = len(next(one.rglob("*.txt")).read_text(encoding="utf-8"))  # a unit's size
+            floors = {t: invoke_floor(env, floor_calls, t, chars) for t in (0, *concurrencies)}
             for mode in modes:
                 if mode == "temporary":
                     results[mode] = measured_runs(
@@ -390,6 +416,11 @@ def main() -> None:
         f"(reads no lower than this bench's {bench_rss_mb:.0f} MB at spawn); (novaflow): the "
         f"peak of the novaflow process alone"
     )
+    at_threads = ", ".join(f"{floors[c]:.2f} at {c} threads" for c in concurrencies)
+    print(
+        f"bare InvokeModel through boto3 (the floor, same stand-in, same client settings, "
+        f"{floor_calls} calls each): {floors[0]:.2f} ms CPU per call single-threaded, {at_threads}"
+    )
     for mode, (fixed, runs, rerun) in results.items():
         print()
         print(
@@ -399,7 +430,7 @@ def main() -> None:
             else "Prefect API: one `prefect server start` on loopback started before the runs "
             "(as a deployment runs), not counted, like the stand-in"
         )
-        report(fixed, runs, rerun, sizes, concurrencies)
+        report(fixed, runs, rerun, sizes, concurrencies, floors)
 
 
 if __name__ == "__main__":
