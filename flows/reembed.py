@@ -53,7 +53,7 @@ from tasks.prefect_tasks import (
 )
 from tasks.records import new_run_id
 from tasks.report.summary import RunSummary, run_summary, summary_lines, summary_markdown
-from tasks.runs.lease import HeldLease, held_lease, lease_location
+from tasks.runs.lease import HeldLease, held_lease, index_lease_location, lease_location
 from tasks.runs.records import new_run_record, recorded_run
 from tasks.settings import SHARDS_IN_PARALLEL, NovaflowSettings, ThroughputSettings
 from tasks.store import CheckpointStore
@@ -163,11 +163,19 @@ def reembed(params: ReembedParameters) -> RunSummary:
     """Bring the index in line with the corpus; returns the run's summary.
 
     The run holds its lease throughout (a second process on the same run is refused, naming
-    this one) and records what it was asked to do before any work, so that it can be resumed
-    from any moment."""
+    this one), and the index's: one run at a time writes an index, for two runs planned
+    against the same state would each commit it without the other's changes (a second run is
+    refused, naming the first). It records what it was asked to do once it holds both, before
+    any work, so that it can be resumed from any moment."""
     settings, run_id = params.settings, params.run_id
     store = CheckpointStore(settings.store)
-    with held_lease(lease_location(store, run_id), run_id) as lease:
+    bucket, index = settings.index.vector_bucket, settings.index.index
+    with (
+        held_lease(lease_location(store, run_id), run_id) as lease,
+        held_lease(
+            index_lease_location(store, bucket, index), run_id, subject=f"index {bucket}/{index}"
+        ) as index_lease,
+    ):
         recorded_run(
             store,
             new_run_record(
@@ -175,7 +183,12 @@ def reembed(params: ReembedParameters) -> RunSummary:
                 params.allow_empty_corpus, settings.model_dump_json(),
             ),
         )  # fmt: skip
-        return _stages(params, lease)
+        return _stages(params, (lease, index_lease))
+
+
+def _raise_if_lost(leases: tuple[HeldLease, ...]) -> None:
+    for lease in leases:
+        lease.raise_if_lost()
 
 
 def reembed_flow(settings: NovaflowSettings) -> Flow[[ReembedParameters], RunSummary]:
@@ -186,7 +199,7 @@ def reembed_flow(settings: NovaflowSettings) -> Flow[[ReembedParameters], RunSum
     return reembed.with_options(task_runner=task_runner_for(settings.throughput))
 
 
-def _stages(params: ReembedParameters, lease: HeldLease) -> RunSummary:
+def _stages(params: ReembedParameters, leases: tuple[HeldLease, ...]) -> RunSummary:
     logger = get_run_logger()
     started = time.monotonic()
     settings, run_id, on_dask = params.settings, params.run_id, _runs_on_dask()
@@ -224,7 +237,7 @@ def _stages(params: ReembedParameters, lease: HeldLease) -> RunSummary:
     )
     next_progress = time.monotonic() + PROGRESS_SECONDS
     for done, (shard, future) in enumerate(shards, start=1):
-        lease.raise_if_lost()  # another process took the run over: stop before doing more
+        _raise_if_lost(leases)  # another process took the run over: stop before doing more
         try:
             outcomes.append(future.result())
         except Exception as exc:  # the barrier's decision: quarantine the shard, keep the rest
@@ -247,7 +260,7 @@ def _stages(params: ReembedParameters, lease: HeldLease) -> RunSummary:
             async_failed = True
             jobs = quarantined_async_units(settings, run_id, f"async stage failed: {exc}")
 
-    lease.raise_if_lost()
+    _raise_if_lost(leases)
     load = load_index(settings, run_id)
     commit_state(settings, run_id)
     gather_failures(settings, run_id)

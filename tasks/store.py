@@ -257,6 +257,11 @@ class CheckpointStore:
         """What an index holds now, item by item: a Parquet dataset (see :mod:`tasks.state`)."""
         return self._path("state", vector_bucket, index)
 
+    def index_lease_path(self, vector_bucket: str, index: str) -> str:
+        """Which run is writing an index now (JSON): one at a time, for its state's commits
+        would otherwise undo each other."""
+        return self._path("indexes", vector_bucket, index, "lease.json")
+
     def state_layout_path(self, vector_bucket: str, index: str) -> str:
         """The state's layout (JSON): how many partitions, and the items in each."""
         return self._path("state", vector_bucket, index, "layout.json")

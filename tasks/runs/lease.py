@@ -1,4 +1,5 @@
-"""A run lease: at most one live novaflow process runs a given run id.
+"""A run lease: at most one live novaflow process runs a given run id; and an index lease, the
+same kind of lease held by the run writing an index, so that one run at a time writes it.
 
 The lease is one small JSON file, ``<store>/runs/<run_id>/lease.json``, naming its holder (a
 random id per process and run, with host and pid) and when it started, was last renewed and
@@ -57,6 +58,12 @@ def lease_location(store: CheckpointStore, run_id: str) -> str:
     return store.uri(store.lease_path(run_id))
 
 
+def index_lease_location(store: CheckpointStore, vector_bucket: str, index: str) -> str:
+    """Where the lease of the run writing an index lives (see :func:`held_lease`'s
+    ``subject``): one run at a time plans against, loads and commits an index's state."""
+    return store.uri(store.index_lease_path(vector_bucket, index))
+
+
 @dataclass(frozen=True)
 class LeaseRecord:
     """What a lease file says: who holds the run, and until when.
@@ -113,13 +120,16 @@ class LeaseError(Exception):
 
 
 class LeaseHeldError(LeaseError):
-    """Another live process holds the run's lease; ``holder`` says who, the message too."""
+    """Another live process holds the lease; ``holder`` says who, the message too: the run it
+    runs, or (``subject``, say ``index b/i``) what that run is writing."""
 
-    def __init__(self, holder: LeaseRecord, now: float) -> None:
-        super().__init__(
-            f"run {holder.run_id} is being run by {holder.describe(now)}; "
-            "wait for it to end, or stop it"
+    def __init__(self, holder: LeaseRecord, now: float, subject: str | None = None) -> None:
+        held = (
+            f"run {holder.run_id} is being run by {holder.describe(now)}"
+            if subject is None
+            else f"{subject} is being written by run {holder.run_id}, {holder.describe(now)}"
         )
+        super().__init__(f"{held}; wait for it to end, or stop it")
         self.holder = holder
 
 
@@ -147,10 +157,12 @@ class RunLease:
         ttl_seconds: float = DEFAULT_TTL_SECONDS,
         clock: Clock = time.time,
         s3: BaseClient | None = None,
+        subject: str | None = None,
     ) -> None:
         if ttl_seconds <= 0:
             raise ValueError(f"ttl_seconds must be positive, got {ttl_seconds}")
         self.location, self.run_id, self.ttl_seconds = location, run_id, ttl_seconds
+        self.subject = subject
         self._clock = clock
         self._slot = lease_slot_at(location, s3)
         self._holder = uuid.uuid4().hex
@@ -189,7 +201,7 @@ class RunLease:
                     # Our own create, whose answer was lost and whose retry was refused.
                     return self._holding(theirs, stored[1])
                 if theirs is not None and not theirs.expired(now) and not _holder_gone(theirs):
-                    raise LeaseHeldError(theirs, now)
+                    raise LeaseHeldError(theirs, now, self.subject)
                 version = self._slot.replace(mine.to_json(), stored[1])
                 if version is not None:
                     previous = "an unreadable lease" if theirs is None else theirs.describe(now)
@@ -304,14 +316,17 @@ def held_lease(
     clock: Clock = time.time,
     pause: Pause = threading.Event.wait,
     s3: BaseClient | None = None,
+    subject: str | None = None,
 ) -> Iterator[HeldLease]:
-    """Hold the run's lease for the ``with`` block, renewing it every ``ttl_seconds / 3``.
+    """Hold the lease at ``location`` for run ``run_id`` for the ``with`` block, renewing it
+    every ``ttl_seconds / 3``.
 
-    Raises :class:`LeaseHeldError` on entry when a live process holds it. On exit, renewals
-    stop and the lease is deleted if it is still ours. ``pause`` is how the renewing thread
-    waits between renewals (tests replace it, so that nothing sleeps).
+    Raises :class:`LeaseHeldError` on entry when a live process holds it (``subject``: what the
+    lease guards, when it is not the run itself). On exit, renewals stop and the lease is
+    deleted if it is still ours. ``pause`` is how the renewing thread waits between renewals
+    (tests replace it, so that nothing sleeps).
     """
-    lease = RunLease(location, run_id, ttl_seconds=ttl_seconds, clock=clock, s3=s3)
+    lease = RunLease(location, run_id, ttl_seconds=ttl_seconds, clock=clock, s3=s3, subject=subject)
     lease.acquire()
     held = HeldLease(lease, pause)
     held._thread.start()

@@ -12,7 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from tasks.runs.lease import LeaseRecord, RunLease, lease_location
+from tasks.runs.lease import (
+    LeaseHeldError,
+    LeaseRecord,
+    RunLease,
+    index_lease_location,
+    lease_location,
+)
 from tasks.store import CheckpointStore
 
 RUN_ID = "2026-12-06T12-00-00-abc123"
@@ -69,6 +75,35 @@ def clock() -> FakeClock:
 def test_the_lease_file_lives_beside_the_runs_other_files(tmp_path: Path) -> None:
     store = CheckpointStore(str(tmp_path))
     assert lease_location(store, RUN_ID) == f"{tmp_path.resolve()}/runs/{RUN_ID}/lease.json"
+
+
+def test_an_index_lease_lives_apart_from_the_state_it_guards(tmp_path: Path) -> None:
+    store = CheckpointStore(str(tmp_path))
+
+    location = index_lease_location(store, "docs", "main")
+
+    assert location == f"{tmp_path.resolve()}/indexes/docs/main/lease.json"
+    assert not location.startswith(store.state_dir("docs", "main"))
+
+
+def test_a_second_run_on_an_index_is_refused_and_told_which_run_writes_it(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    location = index_lease_location(CheckpointStore(str(tmp_path)), "docs", "main")
+    RunLease(location, RUN_ID, ttl_seconds=TTL, clock=clock, subject="index docs/main").acquire()
+    clock.advance(5)
+
+    other = RunLease(
+        location, "another-run", ttl_seconds=TTL, clock=clock, subject="index docs/main"
+    )
+    with pytest.raises(LeaseHeldError) as refused:
+        other.acquire()
+
+    message = str(refused.value)
+    assert message.startswith(f"index docs/main is being written by run {RUN_ID}, host ")
+    assert message.endswith(
+        "(lease renewed 5 s ago, expires in 55 s); wait for it to end, or stop it"
+    )
 
 
 def test_an_unreadable_lease_file_is_taken_over(tmp_path: Path, clock: FakeClock) -> None:
