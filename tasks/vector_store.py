@@ -53,15 +53,32 @@ class IndexMismatchError(RuntimeError):
     cannot change those, so novaflow refuses to write into it."""
 
 
-def ensure_index(client: BaseClient, settings: IndexSettings, dimension: int) -> frozenset[str]:
+class IndexMissingError(RuntimeError):
+    """The index (or its vector bucket) is gone while novaflow's state lists items in it: it was
+    deleted outside novaflow. Made again empty, it would hold only what changed since."""
+
+
+def ensure_index(
+    client: BaseClient, settings: IndexSettings, dimension: int, held_items: int = 0
+) -> frozenset[str]:
     """Create the vector bucket and index of ``settings`` if missing (someone else creating
     them at the same moment is fine), then check the index matches and, with searchable text
     on, that it searches it. Returns the index's non-filterable keys. Raises
-    ``IndexMismatchError`` when it has another dimension, metric or non-filterable keys."""
+    ``IndexMismatchError`` when it has another dimension, metric or non-filterable keys, and
+    ``IndexMissingError`` when it is missing though the state lists ``held_items`` items."""
     bucket, name = settings.vector_bucket, settings.index
-    if _absent(lambda: client.get_vector_bucket(vectorBucketName=bucket)):
+    bucket_absent = _absent(lambda: client.get_vector_bucket(vectorBucketName=bucket))
+    index = None if bucket_absent else _index_or_none(client, bucket, name)
+    if index is None and held_items:
+        raise IndexMissingError(
+            f"vector index {bucket}/{name} does not exist, but novaflow's state lists "
+            f"{held_items} items in it: it was deleted outside novaflow, and made again it "
+            "would hold only what changed. Restore it, or delete its state in the checkpoint "
+            f"store (state/{bucket}/{name}/) to embed every item again."
+        )
+    if bucket_absent:
         _tolerating_conflict(lambda: client.create_vector_bucket(vectorBucketName=bucket))
-    if _absent(lambda: client.get_index(vectorBucketName=bucket, indexName=name)):
+    if index is None:
         request: dict[str, Any] = {
             "vectorBucketName": bucket,
             "indexName": name,
@@ -81,7 +98,7 @@ def ensure_index(client: BaseClient, settings: IndexSettings, dimension: int) ->
         logger.info(
             "created vector index %s/%s (%d-d, %s)", bucket, name, dimension, settings.metric
         )
-    index = client.get_index(vectorBucketName=bucket, indexName=name)["index"]
+        index = client.get_index(vectorBucketName=bucket, indexName=name)["index"]
     found_keys = set(index.get("metadataConfiguration", {}).get("nonFilterableMetadataKeys", []))
     differences = []
     if index["dimension"] != dimension:
@@ -360,6 +377,17 @@ def _write(
             continue
         pacer.record_success()
         return
+
+
+def _index_or_none(client: BaseClient, bucket: str, name: str) -> dict[str, Any] | None:
+    """The index's description (GetIndex), or None when there is no such index."""
+    try:
+        index: dict[str, Any] = client.get_index(vectorBucketName=bucket, indexName=name)["index"]
+    except ClientError as err:
+        if error_code(err) == "NotFoundException":
+            return None
+        raise
+    return index
 
 
 def _absent(get: Any) -> bool:

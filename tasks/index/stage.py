@@ -111,16 +111,22 @@ def loaded_index(settings: NovaflowSettings, run_id: str) -> LoadOutcome:
     """Put every vector the run embedded, then delete the keys its plan marked stale and those
     its async jobs made stale.
 
-    A run with nothing to put or delete, on an index that an earlier run loaded and committed
-    with the same searchable-text setting, makes no S3 Vectors call (nor a client): that run
-    made and checked the index, and an index whose configuration no longer matches the
-    settings is refused by the next run that writes. A first run makes its index even empty."""
+    Every run first checks the index (two reads when it exists): an index whose configuration
+    no longer matches the settings is refused, and so is a missing index the state lists items
+    in (deleted outside novaflow: made again, it would hold only what changed). A run with
+    nothing to put or delete, on an index that an earlier run loaded and committed with the
+    same searchable-text setting, makes no other call. A first run makes its index even
+    empty."""
     store = CheckpointStore(settings.store)
     config_hash = settings.embedding.config_hash()
     written_reused_vectors(store, run_id, settings.embedding.dimension, config_hash)
     blocks = _nonempty(_embedding_blocks(store, run_id))
     state = StateDataset(store, settings.index.vector_bucket, settings.index.index)
     layout = state.layout()
+    client = s3vectors_client()
+    non_filterable = ensure_index(
+        client, settings.index, settings.embedding.dimension, held_items=layout.items
+    )
     stale: Iterator[str] | None = None
     if (
         blocks is None
@@ -132,8 +138,6 @@ def loaded_index(settings: NovaflowSettings, run_id: str) -> LoadOutcome:
             return LoadOutcome(
                 vectors_written=0, put_batches=0, keys_deleted=0, metadata_warnings=()
             )
-    client = s3vectors_client()
-    non_filterable = ensure_index(client, settings.index, settings.embedding.dimension)
     # Fitted to the keys the index really has (one made before searchable text keeps its own).
     index = settings.index.model_copy(update={"non_filterable_keys": tuple(non_filterable)})
     pacer = Pacer(settings.throughput.index_vectors_per_second)

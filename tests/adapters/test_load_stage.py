@@ -1,7 +1,8 @@
 """Stage 3 against the stand-in: the run's checkpoints go to S3 Vectors as the same requests row
-by row puts built; a run with nothing to put or delete on an index an earlier run loaded makes
-no call; a first run makes its index even when empty; turning searchable text on still
-rewrites what the index holds."""
+by row puts built; a run with nothing to put or delete on an index an earlier run loaded only
+checks the index (a changed configuration, or an index deleted outside novaflow, is refused
+then); a first run makes its index even when empty; turning searchable text on still rewrites
+what the index holds."""
 
 from __future__ import annotations
 
@@ -17,12 +18,11 @@ import pytest
 
 from emulator.app import Emulator
 from tasks import schemas, vector_store
-from tasks.index import stage
 from tasks.index.stage import loaded_index
 from tasks.records import metadata_json
 from tasks.settings import EmbeddingSettings, IndexSettings, NovaflowSettings
 from tasks.state.dataset import StateDataset
-from tasks.state.layout import StateLayout
+from tasks.state.layout import PartitionFiles, StateLayout
 from tasks.store import CheckpointStore
 from tests.unit.index.test_put_requests import _edge_vectors, _reference, _reference_put
 
@@ -63,32 +63,77 @@ def _planned(settings: NovaflowSettings, keys_to_delete: list[str]) -> Checkpoin
     return store
 
 
-def _committed_before(settings: NovaflowSettings, searchable_text: bool = False) -> None:
+def _committed_before(
+    settings: NovaflowSettings, searchable_text: bool = False, items: int = 0
+) -> None:
     store = CheckpointStore(settings.store)
     state = StateDataset(store, settings.index.vector_bucket, settings.index.index)
-    state.write_layout(StateLayout(last_run="run-1", searchable_text=searchable_text))
+    parts = (PartitionFiles(items=items),)
+    state.write_layout(StateLayout(parts=parts, last_run="run-1", searchable_text=searchable_text))
 
 
 def _calls(stand_in: Emulator) -> dict[str, int]:
     return dict(stand_in.stats()["s3vectors"]["calls"])
 
 
-def test_an_unchanged_rerun_makes_no_call(
-    environment: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_an_unchanged_rerun_only_checks_the_index(environment: Emulator, tmp_path: Path) -> None:
     settings = _settings(tmp_path)
+    vector_store.ensure_index(environment.client("s3vectors"), settings.index, DIMENSION)
     _planned(settings, [])
-    _committed_before(settings)
+    _committed_before(settings, items=3)
     environment.reset_stats()
 
-    def no_client() -> None:
-        raise AssertionError("an unchanged run needs no S3 Vectors client")
-
-    monkeypatch.setattr(stage, "s3vectors_client", no_client)
     outcome = loaded_index(settings, RUN)
 
     assert (outcome.vectors_written, outcome.put_batches, outcome.keys_deleted) == (0, 0, 0)
-    assert _calls(environment) == {}
+    assert _calls(environment) == {"GetVectorBucket": 1, "GetIndex": 1}
+
+
+def test_an_unchanged_rerun_refuses_an_index_whose_metric_the_settings_changed(
+    environment: Emulator, tmp_path: Path
+) -> None:
+    settings = _settings(tmp_path)
+    vector_store.ensure_index(environment.client("s3vectors"), settings.index, DIMENSION)
+    _planned(settings, [])
+    _committed_before(settings, items=3)
+    changed = settings.model_copy(
+        update={"index": settings.index.model_copy(update={"metric": "euclidean"})}
+    )
+
+    with pytest.raises(vector_store.IndexMismatchError, match="metric cosine"):
+        loaded_index(changed, RUN)
+
+
+@pytest.mark.parametrize("gone", ["index", "vector bucket"])
+def test_an_index_deleted_outside_novaflow_is_refused_not_made_again_empty(
+    environment: Emulator, tmp_path: Path, gone: str
+) -> None:
+    settings = _settings(tmp_path)
+    settings = settings.model_copy(
+        update={
+            "index": settings.index.model_copy(
+                update={"vector_bucket": f"lost-{uuid.uuid4().hex[:8]}"}
+            )
+        }
+    )
+    client = environment.client("s3vectors")
+    vector_store.ensure_index(client, settings.index, DIMENSION)
+    where = {"vectorBucketName": settings.index.vector_bucket, "indexName": settings.index.index}
+    client.delete_index(**where)
+    if gone == "vector bucket":
+        client.delete_vector_bucket(vectorBucketName=settings.index.vector_bucket)
+    _planned(settings, [])
+    _committed_before(settings, items=3)
+
+    with pytest.raises(vector_store.IndexMissingError) as missing:
+        loaded_index(settings, RUN)
+
+    assert str(missing.value).startswith(
+        f"vector index {settings.index.vector_bucket}/{settings.index.index} does not exist, "
+        "but novaflow's state lists 3 items in it"
+    )
+    with pytest.raises(client.exceptions.NotFoundException):
+        client.get_index(**where)
 
 
 def test_a_first_run_makes_its_index_even_with_nothing_to_put(

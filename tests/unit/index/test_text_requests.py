@@ -78,8 +78,7 @@ def test_an_index_is_made_text_searchable_and_waited_for(stubbed) -> None:  # ty
         "creationTime": "2026-12-01T00:00:00Z"}}, {"vectorBucketName": "bucket"})  # fmt: skip
     configuration = {"nonFilterableMetadataKeys": ["source_uri"]}
     plain = {"index": {**INDEX, "indexMode": "ENHANCED", "metadataConfiguration": configuration}}
-    stubber.add_response("get_index", plain, WHERE)
-    stubber.add_response("get_index", plain, WHERE)
+    stubber.add_response("get_index", plain, WHERE)  # one read of an index that exists
     stubber.add_response(
         "update_metadata_configuration",
         {"indexArn": INDEX["indexArn"]},
