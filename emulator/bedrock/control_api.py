@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -23,6 +22,7 @@ from typing import Any
 
 from emulator.errors import ServiceError
 from emulator.nova.runtime_api import parse_iso8601
+from emulator.violations import Violations
 
 # The statuses the ``bedrock`` model gives its errors (ServiceUnavailable is not modelled, but
 # the stand-in's fault injector sends it and botocore treats any 503 alike).
@@ -86,6 +86,11 @@ def bedrock_control_error(code: str, message: str, **extra: Any) -> ServiceError
     return ServiceError(code, BEDROCK_STATUS[code], message, extra)
 
 
+def _violations() -> Violations:
+    """A collector whose violations the control plane reports as its ValidationException."""
+    return Violations(lambda message: bedrock_control_error("ValidationException", message))
+
+
 @dataclass(frozen=True)
 class VpcConfig:
     """The job's VPC: subnets and security groups, echoed back as given."""
@@ -134,87 +139,9 @@ class ListQuery:
     after_cursor: tuple[int, str] | None
 
 
-class Violations:
-    """Collects member-constraint violations into one ValidationException, as AWS reports them."""
-
-    def __init__(self) -> None:
-        self.messages: list[str] = []
-
-    def add(self, message: str) -> None:
-        """Record a violation already worded."""
-        self.messages.append(message)
-
-    def required(self, path: str, value: Any) -> bool:
-        """Record a violation if ``value`` is missing; True when it is present."""
-        if value is None:
-            self.add(
-                f"Value null at '{path}' failed to satisfy constraint: Member must not be null"
-            )
-        return value is not None
-
-    def string(self, path: str, value: Any, low: int, high: int, pattern: str | None) -> None:
-        """Check a string member's type, length and pattern (the first that fails)."""
-        if not isinstance(value, str):
-            self._constraint(path, value, "Member must be a string")
-        elif len(value) < low:
-            self._constraint(path, value, f"Member must have length greater than or equal to {low}")
-        elif len(value) > high:
-            self._constraint(path, value, f"Member must have length less than or equal to {high}")
-        elif pattern is not None and re.fullmatch(pattern, value) is None:
-            detail = f"Member must satisfy regular expression pattern: {pattern}"
-            self._constraint(path, value, detail)
-
-    def enum(self, path: str, value: Any, allowed: Sequence[str]) -> None:
-        """Check that ``value`` is one of ``allowed``."""
-        if value not in allowed:
-            detail = f"Member must satisfy enum value set: [{', '.join(allowed)}]"
-            self._constraint(path, value, detail)
-
-    def integer(self, path: str, value: Any, low: int, high: int) -> int | None:
-        """Check an integer member's range; returns it when it is an integer."""
-        if isinstance(value, str) and value.lstrip("-").isdigit():
-            value = int(value)
-        if not isinstance(value, int) or isinstance(value, bool):
-            self._constraint(path, value, "Member must be an integer")
-            return None
-        if value < low:
-            self._constraint(path, value, f"Member must have value greater than or equal to {low}")
-        elif value > high:
-            self._constraint(path, value, f"Member must have value less than or equal to {high}")
-        return value
-
-    def list_length(self, path: str, value: Any, low: int, high: int) -> list[Any]:
-        """Check a list member's length; returns the list (empty when it is not one)."""
-        if not isinstance(value, list):
-            self.add(f"Value at '{path}' failed to satisfy constraint: Member must be a list")
-            return []
-        if len(value) < low:
-            self.add(
-                f"Value at '{path}' failed to satisfy constraint: Member must have length greater "
-                f"than or equal to {low}"
-            )
-        elif len(value) > high:
-            self.add(
-                f"Value at '{path}' failed to satisfy constraint: Member must have length less "
-                f"than or equal to {high}"
-            )
-        return value
-
-    def raise_if_any(self) -> None:
-        """Raise the ValidationException for everything recorded, if anything was."""
-        if self.messages:
-            count = len(self.messages)
-            noun = "error" if count == 1 else "errors"
-            message = f"{count} validation {noun} detected: {'; '.join(self.messages)}"
-            raise bedrock_control_error("ValidationException", message)
-
-    def _constraint(self, path: str, value: Any, constraint: str) -> None:
-        self.add(f"Value '{value}' at '{path}' failed to satisfy constraint: {constraint}")
-
-
 def parse_create_job(body: Mapping[str, Any]) -> CreateJobRequest:
     """Check a CreateModelInvocationJob body against the model; ValidationException otherwise."""
-    problems = Violations()
+    problems = _violations()
     name, role, model = body.get("jobName"), body.get("roleArn"), body.get("modelId")
     if problems.required("jobName", name):
         problems.string("jobName", name, 1, 63, JOB_NAME_PATTERN)
@@ -271,7 +198,7 @@ def job_arn(region: str, account_id: str, job_id: str) -> str:
 
 def job_id_of(identifier: str) -> str:
     """The job ID in a job identifier (a job ID or job ARN); ValidationException if malformed."""
-    problems = Violations()
+    problems = _violations()
     problems.string("jobIdentifier", identifier, 0, 1011, JOB_IDENTIFIER_PATTERN)
     problems.raise_if_any()
     return identifier.rsplit("/", 1)[-1]
@@ -283,7 +210,7 @@ def parse_list_query(query: Mapping[str, Sequence[str]]) -> ListQuery:
     ⚠ ``sortOrder`` defaults to Descending and ``maxResults`` to 1000 (AWS documents neither).
     """
     values = {name: items[0] for name, items in query.items() if items}
-    problems = Violations()
+    problems = _violations()
     after = _timestamp_ms(values.get("submitTimeAfter"), "submitTimeAfter", problems)
     before = _timestamp_ms(values.get("submitTimeBefore"), "submitTimeBefore", problems)
     status = values.get("statusEquals")

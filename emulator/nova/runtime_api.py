@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from emulator.errors import ServiceError, bedrock_validation
+from emulator.errors import bedrock_validation
+from emulator.violations import Violations
 
 NOVA_MODEL_ID = "amazon.nova-2-multimodal-embeddings-v1:0"
 JOB_STATUSES = ("InProgress", "Completed", "Failed")
@@ -112,7 +113,7 @@ def invocation_arn(region: str, account_id: str, job_id: str) -> str:
 def job_id_of(arn: str) -> str:
     """The job ID at the end of a well-formed invocation ARN; ValidationException otherwise."""
     pattern = _INVOCATION_ARN_PATTERN
-    problems = _Violations()
+    problems = Violations(bedrock_validation)
     problems.string("invocationArn", arn, 1, 2048, pattern, _INVOCATION_ARN_MODELLED)
     problems.raise_if_any()
     return pattern.fullmatch(arn)["job_id"]  # type: ignore[index]  # checked just above
@@ -122,7 +123,7 @@ def parse_start_async_invoke(body: Mapping[str, Any]) -> StartAsyncInvokeRequest
     """Check the StartAsyncInvoke envelope (§1.5.1); the ``modelInput`` is left to the schema."""
     if not isinstance(body, Mapping):
         raise bedrock_validation("The request body must be a JSON object.")
-    problems = _Violations()
+    problems = Violations(bedrock_validation)
     token = body.get("clientRequestToken")
     if token is not None:
         problems.string("clientRequestToken", token, 1, 256, _TOKEN_PATTERN, r"[!-~]*")
@@ -154,7 +155,7 @@ def parse_list_query(query: Mapping[str, Sequence[str]]) -> ListQuery:
     ``maxResults`` to 1000 (the service model's maximum; AWS documents no default).
     """
     values = {name: items[0] for name, items in query.items() if items}
-    problems = _Violations()
+    problems = Violations(bedrock_validation)
     after = _timestamp_ms(values.get("submitTimeAfter"), "submitTimeAfter", problems)
     before = _timestamp_ms(values.get("submitTimeBefore"), "submitTimeBefore", problems)
     status = values.get("statusEquals")
@@ -166,7 +167,7 @@ def parse_list_query(query: Mapping[str, Sequence[str]]) -> ListQuery:
     problems.enum("sortOrder", order, ("Ascending", "Descending"))
     max_results = DEFAULT_MAX_RESULTS
     if "maxResults" in values:
-        max_results = problems.integer("maxResults", values["maxResults"], 1, 1000)
+        max_results = problems.integer_text("maxResults", values["maxResults"], 1, 1000)
     cursor = None
     if "nextToken" in values:
         token = values["nextToken"]
@@ -208,17 +209,17 @@ def _decode_cursor(token: str) -> tuple[int, str]:
         raise bedrock_validation("The provided nextToken is invalid.") from None
 
 
-def _timestamp_ms(text: str | None, name: str, problems: _Violations) -> int | None:
+def _timestamp_ms(text: str | None, name: str, problems: Violations) -> int | None:
     if text is None:
         return None
     try:
         return round(parse_iso8601(text) * 1000)
     except ValueError:
-        problems.constraint(name, f"'{text}'", "Member must be an ISO-8601 timestamp")
+        problems.constraint(name, text, "Member must be an ISO-8601 timestamp")
         return None
 
 
-def _output_config(config: Any, problems: _Violations) -> tuple[str, str | None, str | None]:
+def _output_config(config: Any, problems: Violations) -> tuple[str, str | None, str | None]:
     problems.required("outputDataConfig", config)
     if config is None:
         return "", None, None
@@ -249,19 +250,11 @@ def _output_config(config: Any, problems: _Violations) -> tuple[str, str | None,
     return uri or "", kms_key_id, owner
 
 
-def _tags(tags: Any, problems: _Violations) -> tuple[tuple[str, str], ...]:
+def _tags(tags: Any, problems: Violations) -> tuple[tuple[str, str], ...]:
     if tags is None:
         return ()
-    if not isinstance(tags, list):
-        problems.add("Value at 'tags' failed to satisfy constraint: Member must be a list")
-        return ()
-    if len(tags) > 200:
-        problems.add(
-            "Value at 'tags' failed to satisfy constraint: Member must have length less than or "
-            "equal to 200"
-        )
     parsed: list[tuple[str, str]] = []
-    for number, tag in enumerate(tags, start=1):
+    for number, tag in enumerate(problems.list_length("tags", tags, 0, 200), start=1):
         path = f"tags.{number}.member"
         if not isinstance(tag, Mapping):
             problems.add(
@@ -278,73 +271,3 @@ def _tags(tags: Any, problems: _Violations) -> tuple[tuple[str, str], ...]:
         if isinstance(key, str) and isinstance(value, str):
             parsed.append((key, value))
     return tuple(parsed)
-
-
-class _Violations:
-    """Collects member-constraint violations into one ValidationException, as AWS reports them."""
-
-    def __init__(self) -> None:
-        self.messages: list[str] = []
-
-    def add(self, message: str) -> None:
-        self.messages.append(message)
-
-    def constraint(self, path: str, shown_value: str, constraint: str) -> None:
-        """Record that the value shown as ``shown_value`` at ``path`` breaks ``constraint``."""
-        self.add(f"Value {shown_value} at '{path}' failed to satisfy constraint: {constraint}")
-
-    def required(self, path: str, value: Any) -> None:
-        if value is None:
-            self.add(
-                f"Value null at '{path}' failed to satisfy constraint: Member must not be null"
-            )
-
-    def string(
-        self, path: str, value: Any, low: int, high: int, pattern: re.Pattern[str], shown: str
-    ) -> None:
-        if not isinstance(value, str):
-            self.constraint(path, f"'{value}'", "Member must be a string")
-            return
-        constraint = None
-        if len(value) < low:
-            constraint = f"Member must have length greater than or equal to {low}"
-        elif len(value) > high:
-            constraint = f"Member must have length less than or equal to {high}"
-        elif pattern.fullmatch(value) is None:
-            constraint = f"Member must satisfy regular expression pattern: {shown}"
-        if constraint is not None:
-            self.constraint(path, f"'{value}'", constraint)
-
-    def enum(self, path: str, value: str, allowed: tuple[str, ...]) -> None:
-        if value not in allowed:
-            self.add(
-                f"Value '{value}' at '{path}' failed to satisfy constraint: Member must satisfy "
-                f"enum value set: [{', '.join(allowed)}]"
-            )
-
-    def integer(self, path: str, text: str, low: int, high: int) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            self.constraint(path, f"'{text}'", "Member must be an integer")
-            return low
-        if value < low:
-            self.add(
-                f"Value '{value}' at '{path}' failed to satisfy constraint: Member must have value "
-                f"greater than or equal to {low}"
-            )
-        elif value > high:
-            self.add(
-                f"Value '{value}' at '{path}' failed to satisfy constraint: Member must have value "
-                f"less than or equal to {high}"
-            )
-        return value
-
-    def raise_if_any(self) -> None:
-        if self.messages:
-            raise self.error()
-
-    def error(self) -> ServiceError:
-        count = len(self.messages)
-        noun = "error" if count == 1 else "errors"
-        return bedrock_validation(f"{count} validation {noun} detected: {'; '.join(self.messages)}")

@@ -13,8 +13,9 @@ import pytest
 from botocore.client import BaseClient
 from botocore.exceptions import ParamValidationError
 
-from emulator.bedrock.control_api import BEDROCK_STATUS
+from emulator.bedrock.control_api import BEDROCK_STATUS, parse_list_query
 from emulator.bedrock.limits import BatchLimits
+from emulator.errors import ServiceError
 from tests.emulator import test_batch_inference_helpers as helpers
 from tests.emulator.test_batch_inference_helpers import (
     MODEL_ID,
@@ -254,6 +255,19 @@ def test_listing_query_rules(world: World, query: dict[str, Any], message: str) 
             lambda: world.control.list_model_invocation_jobs(**query),
         )
         == f"1 validation error detected: {message}"
+    )
+
+
+@pytest.mark.parametrize("text", ["--5", "²", "5.0"])
+def test_a_max_results_that_is_not_an_integer_is_refused_not_a_crash(text: str) -> None:
+    # botocore checks the type before sending; a raw HTTP client can send anything.
+    with pytest.raises(ServiceError) as refused:
+        parse_list_query({"maxResults": [text]})
+
+    assert refused.value.code == "ValidationException"
+    assert refused.value.message == (
+        f"1 validation error detected: Value '{text}' at 'maxResults' failed to satisfy "
+        "constraint: Member must be an integer"
     )
 
 
