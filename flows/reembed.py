@@ -164,16 +164,20 @@ def reembed(params: ReembedParameters) -> RunSummary:
 
     The run holds its lease throughout (a second process on the same run is refused, naming
     this one), and the index's: one run at a time writes an index, for two runs planned
-    against the same state would each commit it without the other's changes (a second run is
-    refused, naming the first). It records what it was asked to do once it holds both, before
-    any work, so that it can be resumed from any moment."""
+    against the same state would each commit it without the other's changes (a second run
+    waits up to ``index.writer_wait_seconds``, then is refused, naming the first). It records
+    what it was asked to do once it holds both, before any work, so that it can be resumed
+    from any moment."""
     settings, run_id = params.settings, params.run_id
     store = CheckpointStore(settings.store)
     bucket, index = settings.index.vector_bucket, settings.index.index
     with (
         held_lease(lease_location(store, run_id), run_id) as lease,
         held_lease(
-            index_lease_location(store, bucket, index), run_id, subject=f"index {bucket}/{index}"
+            index_lease_location(store, bucket, index),
+            run_id,
+            subject=f"index {bucket}/{index}",
+            wait_seconds=settings.index.writer_wait_seconds,
         ) as index_lease,
     ):
         recorded_run(

@@ -266,6 +266,12 @@ class IndexSettings(_Frozen):
     text_language: Literal["en", "fr", "es", "pt", "it", "de", "nl", "zh", "ja", "ko"] = Field(
         "en", description="the analyzer of the searchable text"
     )
+    writer_wait_seconds: float = Field(
+        0.0,
+        ge=0,
+        description="how long a run waits for another run writing the same index to end "
+        "before it is refused (0: refused at once; a schedule beside backfills may want hours)",
+    )
 
 
 class EvaluationSettings(_Frozen):

@@ -317,17 +317,19 @@ def held_lease(
     pause: Pause = threading.Event.wait,
     s3: BaseClient | None = None,
     subject: str | None = None,
+    wait_seconds: float = 0.0,
 ) -> Iterator[HeldLease]:
     """Hold the lease at ``location`` for run ``run_id`` for the ``with`` block, renewing it
     every ``ttl_seconds / 3``.
 
     Raises :class:`LeaseHeldError` on entry when a live process holds it (``subject``: what the
-    lease guards, when it is not the run itself). On exit, renewals stop and the lease is
-    deleted if it is still ours. ``pause`` is how the renewing thread waits between renewals
-    (tests replace it, so that nothing sleeps).
+    lease guards, when it is not the run itself) and still holds it after ``wait_seconds``,
+    trying again every ``ttl_seconds / 3``. On exit, renewals stop and the lease is deleted if
+    it is still ours. ``pause`` is how the waits, and the renewing thread between renewals,
+    pass (tests replace it, so that nothing sleeps).
     """
     lease = RunLease(location, run_id, ttl_seconds=ttl_seconds, clock=clock, s3=s3, subject=subject)
-    lease.acquire()
+    _acquired_within(lease, wait_seconds, clock, pause)
     held = HeldLease(lease, pause)
     held._thread.start()
     try:
@@ -337,6 +339,32 @@ def held_lease(
         held._thread.join()
         if not held.lost:
             lease.release()
+
+
+def _acquired_within(lease: RunLease, wait_seconds: float, clock: Clock, pause: Pause) -> None:
+    """Acquire ``lease``, trying again every third of its ttl for up to ``wait_seconds`` while
+    a live process holds it; then raise its :class:`LeaseHeldError`."""
+    deadline = clock() + wait_seconds
+    never = threading.Event()
+    waiting = False
+    while True:
+        try:
+            lease.acquire()
+            return
+        except LeaseHeldError as busy:
+            left = deadline - clock()
+            if left <= 0:
+                raise
+            if not waiting:
+                logger.warning(
+                    "%s is held by run %s, %s: waiting up to %.0f s for it to end",
+                    lease.subject or f"run {lease.run_id}",
+                    busy.holder.run_id,
+                    busy.holder.describe(clock()),
+                    left,
+                )
+                waiting = True
+            pause(never, min(left, lease.ttl_seconds / 3))
 
 
 # -- the lease file: read it, and change it only from the version read ------------------------

@@ -16,6 +16,7 @@ from tasks.runs.lease import (
     LeaseHeldError,
     LeaseRecord,
     RunLease,
+    held_lease,
     index_lease_location,
     lease_location,
 )
@@ -104,6 +105,73 @@ def test_a_second_run_on_an_index_is_refused_and_told_which_run_writes_it(
     assert message.endswith(
         "(lease renewed 5 s ago, expires in 55 s); wait for it to end, or stop it"
     )
+
+
+@dataclass
+class WaitingPause:
+    """A waiter's pause: lets the asked seconds pass on the clock at once; at the wait numbered
+    ``release_at`` (if any), the holder first releases its lease. Later calls (the renewing
+    thread's, once the waiter holds the lease) park until the lease is released."""
+
+    clock: FakeClock
+    holder: RunLease
+    release_at: int | None = None
+    waits: list[float] = field(default_factory=list)
+
+    def __call__(self, stop: threading.Event, seconds: float) -> bool:
+        if self.release_at is not None and len(self.waits) >= self.release_at:
+            return stop.wait(timeout=30)
+        self.waits.append(seconds)
+        if len(self.waits) == self.release_at:
+            self.holder.release()
+        self.clock.advance(seconds)
+        return False
+
+
+def _index_holder(tmp_path: Path, clock: FakeClock) -> tuple[str, RunLease]:
+    location = index_lease_location(CheckpointStore(str(tmp_path)), "docs", "main")
+    holder = RunLease(location, RUN_ID, ttl_seconds=TTL, clock=clock, subject="index docs/main")
+    holder.acquire()
+    return location, holder
+
+
+def test_a_second_run_waits_for_the_run_writing_the_index_and_then_holds_it(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    location, holder = _index_holder(tmp_path, clock)
+    pause = WaitingPause(clock, holder, release_at=3)
+
+    with held_lease(
+        location, "another-run", ttl_seconds=TTL, clock=clock, pause=pause, wait_seconds=3600
+    ) as held:
+        assert held.lease.held is not None
+        assert held.lease.held.run_id == "another-run"
+
+    assert pause.waits == [TTL / 3] * 3  # tried again every third of the ttl until released
+
+
+def test_a_second_run_is_refused_once_it_has_waited_as_long_as_it_may(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    location, holder = _index_holder(tmp_path, clock)
+    pause = WaitingPause(clock, holder)
+
+    with (
+        pytest.raises(LeaseHeldError, match=f"being written by run {RUN_ID}"),
+        held_lease(
+            location,
+            "another-run",
+            ttl_seconds=TTL,
+            clock=clock,
+            pause=pause,
+            subject="index docs/main",
+            wait_seconds=30,
+        ),  # fmt: skip
+    ):
+        pass
+
+    assert pause.waits == [TTL / 3, 30 - TTL / 3]  # no longer than asked, in all
+    assert holder.current() == holder.held  # the holder's lease is untouched
 
 
 def test_an_unreadable_lease_file_is_taken_over(tmp_path: Path, clock: FakeClock) -> None:
