@@ -7,10 +7,12 @@ and write failures and vector metadata), so they live with the shared contracts.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Generic, TypeVar
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from tasks import schemas
 from tasks.records import Failure, Unit, metadata_json
@@ -22,6 +24,40 @@ def units_table(units: Iterable[Unit]) -> pa.Table:
     names = schemas.UNITS.names
     rows = [{name: getattr(unit, name) for name in names} for unit in units]
     return pa.Table.from_pylist(rows, schema=schemas.UNITS)
+
+
+_Record = TypeVar("_Record")
+
+
+class StreamedRecords(Generic[_Record]):
+    """Records written to an open Parquet file as they come, ``batch_rows`` at a time, so that
+    however many there are (a corpus's failures, a plan's async units), at most ``batch_rows``
+    are held; ``count`` says how many were added. :meth:`flush` before the file closes."""
+
+    def __init__(
+        self,
+        writer: pq.ParquetWriter,
+        to_table: Callable[[Iterable[_Record]], pa.Table],
+        batch_rows: int = 1000,
+    ) -> None:
+        self._writer = writer
+        self._to_table = to_table
+        self._batch_rows = batch_rows
+        self._waiting: list[_Record] = []
+        self.count = 0
+
+    def add(self, record: _Record) -> None:
+        """Add ``record``; the waiting ones are written once ``batch_rows`` wait."""
+        self._waiting.append(record)
+        self.count += 1
+        if len(self._waiting) >= self._batch_rows:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the records waiting."""
+        if self._waiting:
+            self._writer.write_table(self._to_table(self._waiting))
+            self._waiting = []
 
 
 def units_from_table(table: pa.Table) -> list[Unit]:

@@ -9,7 +9,7 @@ bucket, never the size of the corpus.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import chain
 
@@ -39,15 +39,17 @@ _SPILLED = schemas.MANIFEST.append(pa.field(HASH, pa.uint32(), nullable=False))
 
 
 def corpus_batches(
-    entries: Iterable[Item | Failure], failures: list[Failure], batch_rows: int = BATCH_ROWS
+    entries: Iterable[Item | Failure],
+    on_failure: Callable[[Failure], object],
+    batch_rows: int = BATCH_ROWS,
 ) -> Iterator[pa.RecordBatch]:
     """The items of ``entries`` as record batches of :data:`tasks.schemas.MANIFEST`, in order;
-    the failures among them are appended to ``failures``."""
+    each failure among them goes to ``on_failure`` as it comes."""
     names = schemas.MANIFEST.names
     columns: list[list[object]] = [[] for _ in names]
     for entry in entries:
         if isinstance(entry, Failure):
-            failures.append(entry)
+            on_failure(entry)
             continue
         for column, name in zip(columns, names, strict=True):
             column.append(getattr(entry, name))

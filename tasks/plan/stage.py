@@ -24,7 +24,7 @@ from tasks.settings import NovaflowSettings
 from tasks.state.commit import repaired_state
 from tasks.state.dataset import StateDataset
 from tasks.store import CheckpointStore
-from tasks.tables import failures_table
+from tasks.tables import StreamedRecords, failures_table
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +62,14 @@ def planned_run(
     # A backfill records a partition's run before starting it; however the run is started or
     # resumed, it covers that partition only and must not remove the rest of the corpus.
     partial = store.exists(store.partition_record_path(run_id))
-    failures: list[Failure] = []
     with plan_scratch() as scratch:
-        with store.table_writer(store.manifest_path(run_id), schemas.MANIFEST) as manifest:
+        with (
+            store.table_writer(store.manifest_path(run_id), schemas.MANIFEST) as manifest,
+            store.table_writer(
+                store.manifest_failures_path(run_id), schemas.FAILURES
+            ) as failures_file,
+        ):
+            failures = StreamedRecords(failures_file, failures_table)
 
             def recorded(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
                 for batch in batches:
@@ -72,11 +77,11 @@ def planned_run(
                     yield batch
 
             buckets = spilled_buckets(
-                recorded(corpus_batches(corpus(), failures)),
+                recorded(corpus_batches(corpus(), failures.add)),
                 scratch,
                 BUCKET_BITS,
             )
-        store.write_table(store.manifest_failures_path(run_id), failures_table(failures))
+            failures.flush()
         plans = planned_items(
             buckets,
             state,
@@ -97,8 +102,7 @@ def planned_run(
             f"prefix (failures: {store.run_failures_dir(run_id)}), or allow it "
             f"explicitly with --allow-empty-corpus"
         )
-    manifest_failures = store.read_table(store.manifest_failures_path(run_id)).num_rows
-    totals.failures += manifest_failures
+    totals.failures += failures.count
     # Written last: its presence means the whole plan is on disk.
     store.write_text(totals_path, json.dumps(totals.to_json(), indent=2))
     return totals

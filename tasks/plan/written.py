@@ -1,8 +1,10 @@
 """The plan on disk: its rows, its sync units, its async units and failures, and its shards.
 
-A plan's files are written once, as the plan streams by (:func:`write_plan`); the plan and
-its sync units in row groups of :data:`GROUP_ROWS` rows, so that what their writers (and a
-later reader) keep of each file's metadata stays small however many parts the plan came in.
+A plan's files are written once, as the plan streams by (:func:`write_plan`): none of them is
+held whole, however large the corpus or however many of its items fail. The plan and its
+sync units are written in row groups of :data:`GROUP_ROWS` rows, so that what their writers
+(and a later reader) keep of each file's metadata stays small however many parts the plan came
+in.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from tasks.plan.diff import ItemPlan
 from tasks.plan.reuse import reuse_decision
 from tasks.records import Failure, Unit
 from tasks.store import CheckpointStore
-from tasks.tables import failures_table, units_from_table, units_table
+from tasks.tables import StreamedRecords, failures_table, units_from_table, units_table
 
 GROUP_ROWS = 16_384
 """Rows of one row group of the plan and of its sync units (the last one holds the rest)."""
@@ -104,18 +106,20 @@ def write_plan(
     ``shard_size`` (the unit of work of one task run), in plan order, so the same plan always
     yields the same shards. Returns the totals."""
     totals = PlanTotals()
-    failures: list[Failure] = []
-    async_units: list[Unit] = []
     rows: list[dict[str, object]] = []
     sync_rows: list[dict[str, object]] = []
     with (
         store.table_writer(store.plan_path(run_id), schemas.PLAN) as plan_file,
         store.table_writer(store.sync_units_path(run_id), schemas.SYNC_UNITS) as sync_file,
+        store.table_writer(store.plan_failures_path(run_id), schemas.FAILURES) as failures_file,
+        store.table_writer(store.async_units_path(run_id), schemas.UNITS) as async_file,
     ):
         plan_writer, sync_writer = _GroupedWriter(plan_file), _GroupedWriter(sync_file)
+        failures = StreamedRecords(failures_file, failures_table, batch_rows)
+        async_units = StreamedRecords(async_file, units_table, batch_rows)
         for entry in plans:
             if isinstance(entry, Failure):
-                failures.append(entry)
+                failures.add(entry)
                 continue
             if isinstance(entry, pa.Table):
                 _count_rows(totals, entry)
@@ -124,7 +128,8 @@ def write_plan(
             _count(totals, entry)
             rows.append(_plan_row(entry))
             sync_rows.extend(_sync_rows(entry))
-            async_units.extend(entry.async_units)
+            for unit in entry.async_units:
+                async_units.add(unit)
             if len(rows) >= batch_rows:
                 plan_writer.write(pa.Table.from_pylist(rows, schema=schemas.PLAN))
                 rows.clear()
@@ -135,6 +140,8 @@ def write_plan(
         sync_writer.write(pa.Table.from_pylist(sync_rows, schema=schemas.SYNC_UNITS))
         plan_writer.flush()
         sync_writer.flush()
+        failures.flush()
+        async_units.flush()
     # The join's buffers, freed, stay with Arrow's allocator; what follows allocates mostly
     # Python objects, which cannot reuse them.
     pa.default_memory_pool().release_unused()
@@ -144,9 +151,7 @@ def write_plan(
     totals.reused_cost_usd = reuse.saved_usd
     totals.estimated_cost_usd -= reuse.saved_usd
     totals.shards = _cut_shards(store, run_id, shard_size, reuse.keys)
-    totals.failures = len(failures)
-    store.write_table(store.plan_failures_path(run_id), failures_table(failures))
-    store.write_table(store.async_units_path(run_id), units_table(async_units))
+    totals.failures = failures.count
     return totals
 
 

@@ -140,7 +140,7 @@ def test_a_corpus_the_spill_holds_whole_goes_to_one_bucket_a_larger_one_to_256(
 ) -> None:
     (tmp_path / "corpus").mkdir()
     items, _ = _corpus_and_state(tmp_path / "corpus", "config")
-    batches = list(corpus_buckets.corpus_batches(items, [], batch_rows=50))
+    batches = list(corpus_buckets.corpus_batches(items, [].append, batch_rows=50))
     monkeypatch.setattr(corpus_buckets, "SPILL_ROWS", len(items))
     (tmp_path / "one").mkdir(), (tmp_path / "many").mkdir()
     whole = corpus_buckets.spilled_buckets(batches, str(tmp_path / "one"), 8)
