@@ -26,6 +26,36 @@ def units_table(units: Iterable[Unit]) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=schemas.UNITS)
 
 
+GROUP_ROWS = 16_384
+"""Rows of one row group of a :class:`GroupedWriter`'s file (the last one holds the rest): the
+plan, its sync units, a run's gathered failures."""
+
+
+class GroupedWriter:
+    """A Parquet writer fed tables of any size that writes row groups of :data:`GROUP_ROWS`."""
+
+    def __init__(self, writer: pq.ParquetWriter) -> None:
+        self._writer = writer
+        self._waiting: list[pa.Table] = []
+        self._rows = 0
+
+    def write(self, table: pa.Table) -> None:
+        """Add ``table``'s rows; written once a row group's worth waits."""
+        if table.num_rows == 0:
+            return
+        self._waiting.append(table)
+        self._rows += table.num_rows
+        if self._rows >= GROUP_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the rows waiting, as one row group."""
+        if self._waiting:
+            waiting = pa.concat_tables(self._waiting)
+            self._writer.write_table(waiting, row_group_size=waiting.num_rows)
+        self._waiting, self._rows = [], 0
+
+
 _Record = TypeVar("_Record")
 
 

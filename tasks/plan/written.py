@@ -2,9 +2,9 @@
 
 A plan's files are written once, as the plan streams by (:func:`write_plan`): none of them is
 held whole, however large the corpus or however many of its items fail. The plan and its
-sync units are written in row groups of :data:`GROUP_ROWS` rows, so that what their writers
-(and a later reader) keep of each file's metadata stays small however many parts the plan came
-in.
+sync units are written in row groups of :data:`tasks.tables.GROUP_ROWS` rows, so that what
+their writers (and a later reader) keep of each file's metadata stays small however many parts
+the plan came in.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from collections.abc import Iterable
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from tasks import schemas
 from tasks.outcomes import PlanTotals
@@ -21,35 +20,13 @@ from tasks.plan.diff import ItemPlan
 from tasks.plan.reuse import reuse_decision
 from tasks.records import Failure, Unit
 from tasks.store import CheckpointStore
-from tasks.tables import StreamedRecords, failures_table, units_from_table, units_table
-
-GROUP_ROWS = 16_384
-"""Rows of one row group of the plan and of its sync units (the last one holds the rest)."""
-
-
-class _GroupedWriter:
-    """A Parquet writer fed tables of any size that writes row groups of :data:`GROUP_ROWS`."""
-
-    def __init__(self, writer: pq.ParquetWriter) -> None:
-        self._writer = writer
-        self._waiting: list[pa.Table] = []
-        self._rows = 0
-
-    def write(self, table: pa.Table) -> None:
-        """Add ``table``'s rows; written once a row group's worth waits."""
-        if table.num_rows == 0:
-            return
-        self._waiting.append(table)
-        self._rows += table.num_rows
-        if self._rows >= GROUP_ROWS:
-            self.flush()
-
-    def flush(self) -> None:
-        """Write the rows waiting, as one row group."""
-        if self._waiting:
-            waiting = pa.concat_tables(self._waiting)
-            self._writer.write_table(waiting, row_group_size=waiting.num_rows)
-        self._waiting, self._rows = [], 0
+from tasks.tables import (
+    GroupedWriter,
+    StreamedRecords,
+    failures_table,
+    units_from_table,
+    units_table,
+)
 
 
 def _count(totals: PlanTotals, plan: ItemPlan) -> None:
@@ -114,7 +91,7 @@ def write_plan(
         store.table_writer(store.plan_failures_path(run_id), schemas.FAILURES) as failures_file,
         store.table_writer(store.async_units_path(run_id), schemas.UNITS) as async_file,
     ):
-        plan_writer, sync_writer = _GroupedWriter(plan_file), _GroupedWriter(sync_file)
+        plan_writer, sync_writer = GroupedWriter(plan_file), GroupedWriter(sync_file)
         failures = StreamedRecords(failures_file, failures_table, batch_rows)
         async_units = StreamedRecords(async_file, units_table, batch_rows)
         for entry in plans:

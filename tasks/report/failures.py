@@ -7,13 +7,20 @@ import pyarrow as pa
 from tasks import schemas
 from tasks.settings import NovaflowSettings
 from tasks.store import CheckpointStore
+from tasks.tables import GroupedWriter
 
 
 def gathered_failures(settings: NovaflowSettings, run_id: str) -> int:
-    """Gather the run's failure parts into ``failures/<run_id>.parquet``; returns the count."""
+    """Gather the run's failure parts into ``failures/<run_id>.parquet``, in the parts' order,
+    a batch at a time (a run may quarantine millions of units, in as many parts as it has
+    shards); returns the count."""
     store = CheckpointStore(settings.store)
-    paths = store.list_files(store.run_failures_dir(run_id))
-    tables = [store.read_table(path, schemas.FAILURES) for path in paths]
-    table = pa.concat_tables(tables) if tables else schemas.FAILURES.empty_table()
-    store.write_table(store.failures_path(run_id), table)
-    return table.num_rows
+    gathered = 0
+    with store.table_writer(store.failures_path(run_id), schemas.FAILURES) as file:
+        writer = GroupedWriter(file)
+        for path in store.list_files(store.run_failures_dir(run_id)):
+            for batch in store.batches(path, schemas.FAILURES.names):
+                writer.write(pa.Table.from_batches([batch]).cast(schemas.FAILURES))
+                gathered += batch.num_rows
+        writer.flush()
+    return gathered
