@@ -15,7 +15,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Literal
 
 import numpy as np
@@ -67,8 +67,8 @@ def ensure_index(
     ``IndexMismatchError`` when it has another dimension, metric or non-filterable keys, and
     ``IndexMissingError`` when it is missing though the state lists ``held_items`` items."""
     bucket, name = settings.vector_bucket, settings.index
-    bucket_absent = _absent(lambda: client.get_vector_bucket(vectorBucketName=bucket))
-    index = None if bucket_absent else _index_or_none(client, bucket, name)
+    bucket_absent = _found(lambda: client.get_vector_bucket(vectorBucketName=bucket)) is None
+    index = None if bucket_absent else _index_or_none(client, settings)
     if index is None and held_items:
         raise IndexMissingError(
             f"vector index {bucket}/{name} does not exist, but novaflow's state lists "
@@ -240,13 +240,8 @@ def text_search_status(client: BaseClient, settings: IndexSettings) -> str | Non
     """The status of the index's searchable-text configuration (``ACTIVE``: it answers text
     queries; ``BUILDING``: it is being backfilled), or None when the index has none (or does
     not exist)."""
-    try:
-        index = client.get_index(**_where(settings))["index"]
-    except ClientError as err:
-        if error_code(err) == "NotFoundException":
-            return None
-        raise
-    return _text_status(index)
+    index = _index_or_none(client, settings)
+    return None if index is None else _text_status(index)
 
 
 def non_filterable_keys(settings: IndexSettings) -> tuple[str, ...]:
@@ -379,25 +374,21 @@ def _write(
         return
 
 
-def _index_or_none(client: BaseClient, bucket: str, name: str) -> dict[str, Any] | None:
+def _index_or_none(client: BaseClient, settings: IndexSettings) -> dict[str, Any] | None:
     """The index's description (GetIndex), or None when there is no such index."""
+    found = _found(lambda: client.get_index(**_where(settings)))
+    index: dict[str, Any] | None = None if found is None else found["index"]
+    return index
+
+
+def _found(get: Callable[[], Mapping[str, Any]]) -> Mapping[str, Any] | None:
+    """``get()``'s answer, or None when the service answers that there is no such thing."""
     try:
-        index: dict[str, Any] = client.get_index(vectorBucketName=bucket, indexName=name)["index"]
+        return get()
     except ClientError as err:
         if error_code(err) == "NotFoundException":
             return None
         raise
-    return index
-
-
-def _absent(get: Any) -> bool:
-    try:
-        get()
-    except ClientError as err:
-        if error_code(err) == "NotFoundException":
-            return True
-        raise
-    return False
 
 
 def _tolerating_conflict(create: Any) -> None:
