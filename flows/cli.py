@@ -277,19 +277,18 @@ def command_plan(args: argparse.Namespace) -> int:
     from tasks.plan.estimates import BATCH_MIN_RECORDS_PER_JOB, backfill_estimate
     from tasks.plan.stage import planned_run
     from tasks.records import new_run_id
-    from tasks.runs.lease import LeaseHeldError, held_lease, index_lease_location
+    from tasks.runs.lease import LeaseHeldError, held_index_lease
     from tasks.store import CheckpointStore
 
     settings = _settings(args)
     run_id = new_run_id()
-    bucket, index = settings.index.vector_bucket, settings.index.index
-    location = index_lease_location(CheckpointStore(settings.store), bucket, index)
+    store, index = CheckpointStore(settings.store), settings.index
     with backend_environment(settings.backend, Path(settings.store)):
         source = CorpusSource(args.manifest, args.corpus, args.root)
         try:
             # A plan may finish an interrupted commit, and diffs against the state: not while
             # a run writes the index.
-            with held_lease(location, run_id, subject=f"index {bucket}/{index}"):
+            with held_index_lease(store, index.vector_bucket, index.index, run_id):
                 totals = planned_run(
                     settings, lambda: corpus_items(source), run_id, args.allow_empty_corpus
                 )

@@ -53,7 +53,7 @@ from tasks.prefect_tasks import (
 )
 from tasks.records import new_run_id
 from tasks.report.summary import RunSummary, run_summary, summary_lines, summary_markdown
-from tasks.runs.lease import HeldLease, held_lease, index_lease_location, lease_location
+from tasks.runs.lease import HeldLease, held_index_lease, held_lease, lease_location
 from tasks.runs.records import new_run_record, recorded_run
 from tasks.settings import SHARDS_IN_PARALLEL, NovaflowSettings, ThroughputSettings
 from tasks.store import CheckpointStore
@@ -170,14 +170,11 @@ def reembed(params: ReembedParameters) -> RunSummary:
     from any moment."""
     settings, run_id = params.settings, params.run_id
     store = CheckpointStore(settings.store)
-    bucket, index = settings.index.vector_bucket, settings.index.index
+    index = settings.index
     with (
         held_lease(lease_location(store, run_id), run_id) as lease,
-        held_lease(
-            index_lease_location(store, bucket, index),
-            run_id,
-            subject=f"index {bucket}/{index}",
-            wait_seconds=settings.index.writer_wait_seconds,
+        held_index_lease(
+            store, index.vector_bucket, index.index, run_id, index.writer_wait_seconds
         ) as index_lease,
     ):
         recorded_run(

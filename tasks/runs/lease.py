@@ -28,7 +28,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 
@@ -339,6 +339,20 @@ def held_lease(
         held._thread.join()
         if not held.lost:
             lease.release()
+
+
+def held_index_lease(
+    store: CheckpointStore, vector_bucket: str, index: str, run_id: str, wait_seconds: float = 0.0
+) -> AbstractContextManager[HeldLease]:
+    """:func:`held_lease` of the index ``vector_bucket/index`` for run ``run_id``: one run at a
+    time plans against, loads and commits an index's state; another is refused (after
+    ``wait_seconds``) with ``index b/i is being written by run X, …``."""
+    return held_lease(
+        index_lease_location(store, vector_bucket, index),
+        run_id,
+        subject=f"index {vector_bucket}/{index}",
+        wait_seconds=wait_seconds,
+    )
 
 
 def _acquired_within(lease: RunLease, wait_seconds: float, clock: Clock, pause: Pause) -> None:
