@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from secrets import token_hex
 from typing import Any, Literal
@@ -40,6 +40,10 @@ class Item:
     size_bytes: int
     metadata_json: str = "{}"
     encoding: str | None = None  # declared text encoding, if the manifest gave one
+    # The manifest row it came from (1-based; 0 when none): of the rows that claim one item
+    # id, the first keeps it, as the plan decides (``tasks.plan.claims``). Not part of what
+    # the item is, so two reads of one item are equal whatever rows they came from.
+    position: int = field(default=0, compare=False, repr=False)
 
     @property
     def metadata(self) -> dict[str, Any]:
@@ -87,6 +91,10 @@ class Failure:
     message: str
     unit_key: str | None = None
     attempts: int = 1
+    # A manifest row that failed after claiming its item id (a given id is claimed before its
+    # file is checked): the row's position, so the plan can tell which row keeps the id
+    # (``tasks.plan.claims``); 0 for every other failure.
+    claimed_at: int = field(default=0, compare=False, repr=False)
 
 
 def routed(units: tuple[Unit, ...], route: Route) -> tuple[Unit, ...]:

@@ -83,6 +83,12 @@ class StreamedRecords(Generic[_Record]):
         if len(self._waiting) >= self._batch_rows:
             self.flush()
 
+    def add_table(self, table: pa.Table) -> None:
+        """Write the records waiting, then ``table`` (rows already in the file's layout)."""
+        self.flush()
+        self._writer.write_table(table)
+        self.count += table.num_rows
+
     def flush(self) -> None:
         """Write the records waiting."""
         if self._waiting:

@@ -129,11 +129,13 @@ def local_item(
     metadata_json: str,
     encoding: str | None,
     status: os.stat_result | None = None,
+    position: int = 0,
 ) -> Item | Rejection:
     """The file as an Item (``uri`` its real path, ``fingerprint`` ``sha256:<hex>`` of its
     bytes, ``size_bytes`` its size), or why not: ``not_found``, ``unreadable``,
     ``empty_file`` or ``unsupported_type`` (a directory, a device, or no modality to infer).
-    ``status`` is the file's status at ``file.real`` when the caller already has it."""
+    ``status`` is the file's status at ``file.real`` when the caller already has it;
+    ``position`` the manifest row the item comes from."""
     if status is None:
         try:
             status = os.stat(file.real)
@@ -170,6 +172,7 @@ def local_item(
         size_bytes=size,
         metadata_json=metadata_json,
         encoding=encoding,
+        position=position,
     )
 
 

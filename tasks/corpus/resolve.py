@@ -3,10 +3,10 @@
     rows  = manifest_rows("corpus.jsonl")                 # or crawled_rows("s3://bucket/docs")
     items = resolved_items(rows, corpus_root=manifest_directory("corpus.jsonl"))
 
-Nothing here holds the manifest or the listing whole: every function is a generator, and the
-only state that grows is the set of ids seen, which duplicate detection needs. A row that cannot
-become an item is yielded as ``Failure(stage="manifest", code=..., message=...)`` in its place,
-never raised, so one bad row never stops a run. The codes:
+Nothing here holds the manifest or the listing whole: every function is a generator, and
+nothing grows with the rows read. A row that cannot become an item is yielded as
+``Failure(stage="manifest", code=..., message=...)`` in its place, never raised, so one bad row
+never stops a run. The codes:
 
 ``malformed_row``     the row cannot be parsed or breaks a rule: invalid JSON line, missing or
                       empty ``uri``, a value of the wrong type, a CSV row with the wrong number
@@ -16,7 +16,6 @@ never raised, so one bad row never stops a run. The codes:
                       NUL in a path, an S3 location S3 cannot hold (bad bucket name, long key)
 ``bad_metadata``      ``metadata`` is not valid JSON or not a JSON object
 ``unknown_modality``  the declared ``modality`` is not text, pdf, image, audio or video
-``duplicate_id``      an earlier row already has this id (the first row keeps it)
 ``outside_root``      the path resolves (after symlinks) outside the corpus root
 ``not_found``         no such file, S3 object or bucket
 ``unreadable``        permission denied (or HTTP 403), or another I/O error
@@ -24,7 +23,17 @@ never raised, so one bad row never stops a run. The codes:
 ``unsupported_type``  no modality declared and none can be inferred; or a directory, a device
 
 For a Failure, ``uri`` is the row's URI as given and ``item_id`` its id (given or derived; ""
-when there is none yet). The module is split by concern: ``corpus_manifest`` (reading
+when there is none yet).
+
+Which of several rows with one id keeps it is decided later, by the plan, a part of the id hash
+at a time (``tasks.plan.claims``: the first row that claims an id keeps it, the others are
+``duplicate_id``), since telling here would mean holding every id of the corpus. A row claims
+its id as follows: a given id before anything else about the row is checked (bar an empty or
+non-UTF-8 uri, and the id itself), so which row keeps an id depends only on manifest order,
+never on whether a file happens to be readable; an id derived from a path once the path
+resolves. So an Item carries its row's ``position``, and a Failure of a row that had claimed
+its id carries it as ``claimed_at``. (A ``duplicate_id`` row that resolved names the file it
+resolved to as its ``uri``.) The module is split by concern: ``corpus_manifest`` (reading
 manifests), ``corpus_local`` and ``corpus_s3`` (where items live), ``corpus_modality``.
 """
 
@@ -73,6 +82,7 @@ __all__ = [
     "manifest_directory",
     "manifest_rows",
     "resolved_items",
+    "shown_id",
 ]
 
 MAX_ITEM_ID_CHARS = 900
@@ -141,16 +151,17 @@ def resolved_items(
     normalised (``UTF8`` becomes ``utf-8``). ``s3_client`` defaults to
     :func:`tasks.aws_clients.s3_client`, made on first use.
 
+    Rows repeating an id are not told apart here: see the module's notes on claims.
+
     Raises ``FileNotFoundError`` when a local ``corpus_root`` is not a directory.
     """
     root = _corpus_root(corpus_root)
     client = _OnDemandS3Client(s3_client)
-    first_position_of_id: dict[str, int] = {}
     for row in rows:
         if isinstance(row, Failure):
             yield row
         else:
-            yield _resolved_item(row, root, client, first_position_of_id)
+            yield _resolved_item(row, root, client)
 
 
 class _OnDemandS3Client:
@@ -169,8 +180,9 @@ def _resolved_item(
     row: ManifestRow,
     root: LocalRoot | S3Prefix | None,
     s3_client: _OnDemandS3Client,
-    first_position_of_id: dict[str, int],
 ) -> Item | Failure:
+    claimed_at = 0
+
     def failure(rejection: Rejection, item_id: str | None) -> Failure:
         return Failure(
             item_id=_utf8_safe(item_id or rejection.derived_id or ""),
@@ -178,6 +190,7 @@ def _resolved_item(
             stage="manifest",
             code=rejection.code,
             message=_utf8_safe(rejection.message),
+            claimed_at=claimed_at,
         )
 
     if not row.uri:
@@ -191,10 +204,9 @@ def _resolved_item(
     # only on manifest order, never on whether a file happens to be readable.
     if row.item_id is not None:
         if problem := _id_problem(row.item_id):
-            shown = _shown_id(row.item_id)
+            shown = shown_id(row.item_id)
             return failure(Rejection("malformed_row", f"id {shown} {problem}"), row.item_id)
-        if duplicate := _claimed(row.item_id, row.position, first_position_of_id):
-            return failure(duplicate, row.item_id)
+        claimed_at = row.position
     location: LocalFile | S3Object | Rejection
     status: os.stat_result | None = None
     crawled = None
@@ -210,23 +222,31 @@ def _resolved_item(
     if item_id is None:
         if problem := _id_problem(location.derived_id):
             message = (
-                f"the id derived from its path, {_shown_id(location.derived_id)}, {problem}; "
+                f"the id derived from its path, {shown_id(location.derived_id)}, {problem}; "
                 "give the row an explicit 'id'"
             )
             return failure(Rejection("malformed_row", message), None)
         item_id = location.derived_id
-        if duplicate := _claimed(item_id, row.position, first_position_of_id):
-            return failure(duplicate, item_id)
+        claimed_at = row.position
     checked = _checked_fields(row)
     if isinstance(checked, Rejection):
         return failure(checked, item_id)
     declared, canonical_metadata, encoding = checked
     if isinstance(location, LocalFile):
-        resolved = local_item(location, item_id, declared, canonical_metadata, encoding, status)
+        resolved = local_item(
+            location, item_id, declared, canonical_metadata, encoding, status, row.position
+        )
     else:
         listed = row if isinstance(row, ListedObject) else None
         resolved = s3_item(
-            location, s3_client(), item_id, declared, canonical_metadata, encoding, listed
+            location,
+            s3_client(),
+            item_id,
+            declared,
+            canonical_metadata,
+            encoding,
+            listed,
+            row.position,
         )
     return failure(resolved, item_id) if isinstance(resolved, Rejection) else resolved
 
@@ -290,23 +310,11 @@ def _utf8_safe(text: str) -> str:
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-def _shown_id(item_id: str) -> str:
+def shown_id(item_id: str) -> str:
+    """``item_id`` as a message quotes it: in quotes, cut to 80 characters."""
     if len(item_id) <= _SHOWN_ID_CHARS:
         return repr(item_id)
     return repr(item_id[:_SHOWN_ID_CHARS] + "…")
-
-
-def _claimed(item_id: str, position: int, first_position_of_id: dict[str, int]) -> Rejection | None:
-    """Claims ``item_id`` for the row at ``position``, or says which earlier row holds it."""
-    first = first_position_of_id.get(item_id)
-    if first is None:
-        first_position_of_id[item_id] = position
-        return None
-    return Rejection(
-        "duplicate_id",
-        f"id {_shown_id(item_id)} is already used by the row at position {first}; "
-        "ids must be unique",
-    )
 
 
 def _checked_fields(row: ManifestRow) -> tuple[Modality | None, str, str | None] | Rejection:

@@ -120,13 +120,15 @@ def s3_item(
     metadata_json: str,
     encoding: str | None,
     listed: ListedObject | None = None,
+    position: int = 0,
 ) -> Item | Rejection:
     """The object as an Item (``fingerprint`` ``etag:<ETag>:<size>``), or why not:
     ``not_found`` (no such object or bucket), ``unreadable`` (HTTP 403), ``empty_file``,
     ``unsupported_type``. Uses what ``listed`` reports instead of a HEAD request; reads the
     first ``SNIFF_BYTES`` bytes only when neither a declared modality nor the extension says
-    what the object is. Other S3 errors (throttling, outages) are raised: they say nothing about
-    the item, and botocore has already retried them."""
+    what the object is; ``position`` is the manifest row it comes from. Other S3 errors
+    (throttling, outages) are raised: they say nothing about the item, and botocore has
+    already retried them."""
     if listed is not None:
         etag, size = listed.etag, listed.size_bytes
     else:
@@ -160,6 +162,7 @@ def s3_item(
         size_bytes=size,
         metadata_json=metadata_json,
         encoding=encoding,
+        position=position,
     )
 
 

@@ -3,7 +3,9 @@
 The corpus streams in once, in record batches; each batch's rows are sorted into one file per
 bucket (``<scratch>/bucket-<bucket>.arrow``), keeping their order. The plan then reads one
 bucket at a time beside the matching part of the state, so its memory follows the size of a
-bucket, never the size of the corpus.
+bucket, never the size of the corpus. Every row that claims an item id is spilled (the items,
+and the rows that failed after claiming theirs), so that all the claims on an id meet in one
+bucket, where ``tasks.plan.claims`` tells which row keeps it.
 """
 
 from __future__ import annotations
@@ -35,7 +37,22 @@ HASH = "item_hash"
 """The column of a bucket's rows holding each item id's hash (:func:`item_hashes`), from which
 its partition at any number of partitions follows."""
 
-_SPILLED = schemas.MANIFEST.append(pa.field(HASH, pa.uint32(), nullable=False))
+POSITION = "position"
+"""The manifest row of a claim (:attr:`Item.position`, :attr:`Failure.claimed_at`)."""
+
+CLAIM_CODE = "claim_code"
+CLAIM_MESSAGE = "claim_message"
+"""A claim that is a failed row: its code and message (null for an item)."""
+
+CLAIMS = schemas.MANIFEST.append(pa.field(POSITION, pa.int64(), nullable=False))
+CLAIMS = CLAIMS.append(pa.field(CLAIM_CODE, pa.string())).append(
+    pa.field(CLAIM_MESSAGE, pa.string())
+)
+"""The rows that claim an item id: an item's manifest row, or a failed row's ``item_id`` and
+``uri`` with empty manifest fields, and where it claimed the id."""
+
+_SPILLED = CLAIMS.append(pa.field(HASH, pa.uint32(), nullable=False))
+_FAILED_ROW = {"modality": "", "fingerprint": "", "size_bytes": 0, "metadata_json": "{}"}
 
 
 def corpus_batches(
@@ -43,27 +60,33 @@ def corpus_batches(
     on_failure: Callable[[Failure], object],
     batch_rows: int = BATCH_ROWS,
 ) -> Iterator[pa.RecordBatch]:
-    """The items of ``entries`` as record batches of :data:`tasks.schemas.MANIFEST`, in order;
-    each failure among them goes to ``on_failure`` as it comes."""
+    """The claims among ``entries`` (items, and failures with ``claimed_at``) as record
+    batches of :data:`CLAIMS`, in order; every other failure goes to ``on_failure`` as it
+    comes."""
     names = schemas.MANIFEST.names
-    columns: list[list[object]] = [[] for _ in names]
+    columns: list[list[object]] = [[] for _ in CLAIMS.names]
     for entry in entries:
         if isinstance(entry, Failure):
-            on_failure(entry)
-            continue
-        for column, name in zip(columns, names, strict=True):
-            column.append(getattr(entry, name))
+            if not entry.claimed_at:
+                on_failure(entry)
+                continue
+            values = [_FAILED_ROW.get(name, getattr(entry, name, None)) for name in names]
+            values += [entry.claimed_at, entry.code, entry.message]
+        else:
+            values = [getattr(entry, name) for name in names]
+            values += [entry.position, None, None]
+        for column, value in zip(columns, values, strict=True):
+            column.append(value)
         if len(columns[0]) >= batch_rows:
             yield _batch(columns)
-            columns = [[] for _ in names]
+            columns = [[] for _ in CLAIMS.names]
     if columns[0]:
         yield _batch(columns)
 
 
 def _batch(columns: list[list[object]]) -> pa.RecordBatch:
-    fields = schemas.MANIFEST
-    arrays = [pa.array(values, field.type) for values, field in zip(columns, fields, strict=True)]
-    return pa.RecordBatch.from_arrays(arrays, schema=schemas.MANIFEST)
+    arrays = [pa.array(values, field.type) for values, field in zip(columns, CLAIMS, strict=True)]
+    return pa.RecordBatch.from_arrays(arrays, schema=CLAIMS)
 
 
 @dataclass(frozen=True)
@@ -78,8 +101,8 @@ class CorpusBuckets:
         return os.path.join(self.directory, f"bucket-{bucket:05d}.arrow")
 
     def read(self, bucket: int) -> pa.Table:
-        """The items of ``bucket`` in corpus order (an empty table when it has none): manifest
-        rows (:data:`tasks.schemas.MANIFEST`) and the :data:`HASH` of each item id."""
+        """The claims of ``bucket`` in corpus order (an empty table when it has none): rows of
+        :data:`CLAIMS` and the :data:`HASH` of each item id."""
         path = self.path(bucket)
         if not os.path.exists(path):
             return _SPILLED.empty_table()

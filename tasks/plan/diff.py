@@ -20,7 +20,8 @@ import pyarrow.compute as pc
 from tasks import schemas
 from tasks.media.images import PreparationError
 from tasks.outcomes import Change
-from tasks.plan.buckets import HASH, CorpusBuckets
+from tasks.plan.buckets import HASH
+from tasks.plan.claims import KeptBuckets
 from tasks.plan.units import expanded_item
 from tasks.records import Failure, Item, Unit, routed
 from tasks.settings import EmbeddingSettings, Prices
@@ -212,7 +213,7 @@ def bucket_plans(
 
 
 def planned_items(
-    buckets: CorpusBuckets,
+    buckets: KeptBuckets,
     state: StateDataset,
     layout: StateLayout,
     settings: EmbeddingSettings,
@@ -224,7 +225,8 @@ def planned_items(
     items that cannot be embedded (see :func:`planned_item`).
 
     ``buckets`` is the corpus spilled by the item-id hash the state is partitioned by, so each
-    bucket meets the items of one part of the state (:func:`_joined_parts`). With ``partial``, the
+    bucket meets the items of one part of the state (:func:`_joined_parts`); each bucket is
+    read once, so its kept items and failures are recorded once. With ``partial``, the
     corpus is part of the whole only (one partition of a backfill): an item of the state it
     does not list is not removed, so no removed items are planned.
     """
@@ -239,7 +241,7 @@ def planned_items(
 
 
 def _joined_parts(
-    buckets: CorpusBuckets, state: StateDataset, layout: StateLayout
+    buckets: KeptBuckets, state: StateDataset, layout: StateLayout
 ) -> Iterator[tuple[pa.Table, pa.Table]]:
     """The state's items and the corpus's (manifest rows) of one part of the item-id hash at a
     time, every part once. With fewer partitions than buckets, a partition is read once and cut

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterable, Iterator
-
-import pyarrow as pa
+from collections.abc import Callable, Iterable
 
 from tasks import schemas
 from tasks.local_copies import local_source
 from tasks.outcomes import PlanTotals
 from tasks.plan.buckets import BUCKET_BITS, corpus_batches, spilled_buckets
+from tasks.plan.claims import KeptBuckets
 from tasks.plan.diff import planned_items
 from tasks.plan.scratch import plan_scratch
 from tasks.plan.written import write_plan
@@ -62,28 +61,18 @@ def planned_run(
     # A backfill records a partition's run before starting it; however the run is started or
     # resumed, it covers that partition only and must not remove the rest of the corpus.
     partial = store.exists(store.partition_record_path(run_id))
-    with plan_scratch() as scratch:
-        with (
-            store.table_writer(store.manifest_path(run_id), schemas.MANIFEST) as manifest,
-            store.table_writer(
-                store.manifest_failures_path(run_id), schemas.FAILURES
-            ) as failures_file,
-        ):
-            failures = StreamedRecords(failures_file, failures_table)
-
-            def recorded(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-                for batch in batches:
-                    manifest.write_batch(batch)
-                    yield batch
-
-            buckets = spilled_buckets(
-                recorded(corpus_batches(corpus(), failures.add)),
-                scratch,
-                BUCKET_BITS,
-            )
-            failures.flush()
+    with (
+        plan_scratch() as scratch,
+        store.table_writer(store.manifest_path(run_id), schemas.MANIFEST) as manifest,
+        store.table_writer(store.manifest_failures_path(run_id), schemas.FAILURES) as failures_file,
+    ):
+        # Rows that fail before claiming an id are written as they come; the kept items (the
+        # manifest) and the other failed rows as the plan reads each bucket of the spill,
+        # where the claims on an id meet (``tasks.plan.claims``).
+        failures = StreamedRecords(failures_file, failures_table)
+        spilled = spilled_buckets(corpus_batches(corpus(), failures.add), scratch, BUCKET_BITS)
         plans = planned_items(
-            buckets,
+            KeptBuckets(spilled, manifest.write_table, failures.add_table),
             state,
             layout,
             settings.embedding,
@@ -94,6 +83,7 @@ def planned_run(
         totals = write_plan(
             store, run_id, plans, settings.throughput.shard_size, settings.embedding.config_hash()
         )
+        failures.flush()
     current = sum(totals.items[change] for change in ("new", "changed", "unchanged"))
     if current == 0 and totals.items["removed"] and not allow_empty_corpus:
         raise EmptyCorpusError(

@@ -201,36 +201,37 @@ def test_a_link_that_stays_inside_the_root_is_followed(corpus: Path) -> None:
     assert item.fingerprint == sha256_of(corpus / "docs" / "report.pdf")
 
 
-def test_a_second_row_with_an_id_already_used_is_a_duplicate(corpus: Path) -> None:
+def test_rows_repeating_an_id_each_resolve_and_say_where_they_claimed_it(corpus: Path) -> None:
+    # Which of them keeps the id is the plan's to decide (tests/unit/plan/test_claims.py).
     rows = [
         ManifestRow(1, "notes.txt", item_id="shared"),
         ManifestRow(2, "photo.png", item_id="shared"),
         ManifestRow(3, "notes.txt"),
         ManifestRow(4, "./docs/../notes.txt"),  # derives the same id, "notes.txt"
-        ManifestRow(5, "docs/report.pdf", item_id="shared"),
+        ManifestRow(5, "missing.txt", item_id="shared"),  # claims its id, then fails
+        ManifestRow(6, "missing.txt"),  # a derived id is claimed once its path resolves …
+        ManifestRow(7, "../elsewhere.txt"),  # … so one that does not claims nothing
+        ManifestRow(8, "", item_id="shared"),  # refused before it claims anything
     ]
 
     results = resolved(rows, corpus)
 
-    assert [type(result).__name__ for result in results] == [
-        "Item",
-        "Failure",
-        "Item",
-        "Failure",
-        "Failure",
+    assert [
+        (type(result).__name__, result.item_id, getattr(result, "code", None)) for result in results
+    ] == [
+        ("Item", "shared", None),
+        ("Item", "shared", None),
+        ("Item", "notes.txt", None),
+        ("Item", "notes.txt", None),
+        ("Failure", "shared", "not_found"),
+        ("Failure", "missing.txt", "not_found"),
+        ("Failure", "", "outside_root"),
+        ("Failure", "shared", "malformed_row"),
     ]
-    duplicates = [result for result in results if isinstance(result, Failure)]
-    assert [(failure.code, failure.item_id) for failure in duplicates] == [
-        ("duplicate_id", "shared"),
-        ("duplicate_id", "notes.txt"),
-        ("duplicate_id", "shared"),
+    claims = [
+        result.position if isinstance(result, Item) else result.claimed_at for result in results
     ]
-    assert duplicates[1].message == (
-        "id 'notes.txt' is already used by the row at position 3; ids must be unique"
-    )
-    assert duplicates[2].message == (
-        "id 'shared' is already used by the row at position 1; ids must be unique"
-    )
+    assert claims == [1, 2, 3, 4, 5, 6, 0, 0]
 
 
 def test_a_derived_id_that_cannot_be_a_key_asks_for_an_explicit_id(corpus: Path) -> None:
