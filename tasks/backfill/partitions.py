@@ -7,20 +7,27 @@ crawl, its slice and date range applied, each kept row written to the next parti
 
 The same source always gives the same partitions (rows keep source order), and they are cut
 once: a resumed backfill finds ``partitions.json`` and reads the same partitions back, even if
-the source has changed since. Nothing holds the source whole: rows pass through in batches of
-``batch_rows``; the only state that grows is the set of ids the manifest gives, which keeps a
-duplicate id out of a later partition (the first row keeps the id, as in a single run).
+the source has changed since. Nothing holds the source whole: the rows selected pass through in
+batches of ``BATCH_ROWS`` to a local scratch file, and the ids the manifest gives to buckets of
+the id hash (``tasks.plan.buckets``), where a bucket at a time the first row to give an id keeps
+it (``tasks.plan.claims``, as in a single run) and the later ones are rejected. The rows are
+then read back in order, less the rejected ones, into the partition manifests. What grows with
+the source is the list of rejected row numbers, 8 bytes each.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from datetime import datetime
-from itertools import chain, islice
+from itertools import islice
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from tasks import schemas
@@ -28,6 +35,9 @@ from tasks.backfill.modified import S3ClientFactory, in_range, modified_time
 from tasks.backfill.records import BackfillRecord
 from tasks.corpus.manifest import ManifestRow
 from tasks.corpus.resolve import crawled_rows, manifest_rows
+from tasks.plan.buckets import BUCKET_BITS, CorpusBuckets, spilled_buckets
+from tasks.plan.claims import first_claims
+from tasks.plan.scratch import plan_scratch
 from tasks.records import ROW_STAGE, Failure
 from tasks.store import CheckpointStore
 from tasks.tables import failures_table
@@ -105,9 +115,12 @@ def partitioned_source(
     if store.exists(path):
         return PartitionSet.from_json(store.read_text(path))
     tally = _Tally()
-    with store.table_writer(
-        store.backfill_rejected_path(record.backfill_id), schemas.FAILURES
-    ) as rejected:
+    with (
+        store.table_writer(
+            store.backfill_rejected_path(record.backfill_id), schemas.FAILURES
+        ) as rejected,
+        plan_scratch() as scratch,
+    ):
         rejections: list[Failure] = []
 
         def reject(failure: Failure) -> None:
@@ -121,7 +134,7 @@ def partitioned_source(
             return modified_time(row, record.root, s3)
 
         dated = any(moment is not None for moment in record.modified_range)
-        kept = selected_rows(
+        selected = selected_rows(
             source_rows(record, s3),
             record.row_start,
             record.row_stop,
@@ -130,9 +143,15 @@ def partitioned_source(
             tally,
             reject,
         )
-        count, written = write_partitions(store, record.backfill_id, kept, record.partition_size)
+        candidates = os.path.join(scratch, "selected.arrow")
+        claims = spilled_buckets(_spilled_rows(selected, candidates), scratch, BUCKET_BITS, _CLAIMS)
         if rejections:
             rejected.write_table(failures_table(rejections))
+        repeated = _repeated_rows(claims, rejected.write_table)
+        tally.rows_rejected += len(repeated)
+        count, written = write_partitions(
+            store, record.backfill_id, _kept_batches(candidates, repeated), record.partition_size
+        )
     partitions = PartitionSet(
         partitions=count,
         partition_size=record.partition_size,
@@ -167,10 +186,9 @@ def selected_rows(
     reject: Callable[[Failure], None],
 ) -> Iterator[tuple[int, ManifestRow]]:
     """``(source row, row)`` for each row of ``rows[row_start:row_stop]`` that is in the date
-    range (when ``modified_at`` tells times) and whose id no earlier kept row has; the others
-    are counted in ``tally``, and malformed rows and duplicate ids go to ``reject``. Lazy, and
-    reads no row past ``row_stop``."""
-    first_row_of_id: dict[str, int] = {}
+    range (when ``modified_at`` tells times); the others are counted in ``tally``, and
+    malformed rows go to ``reject``. Lazy, and reads no row past ``row_stop``. Rows that repeat
+    an earlier row's id are among those yielded (see the module's notes)."""
     after, before = modified_range
     for number, row in _sliced(rows, row_start, row_stop, tally):
         tally.rows_selected += 1
@@ -183,11 +201,6 @@ def selected_rows(
                 tally.rows_outside_dates += 1
                 continue
             tally.rows_undated += moment is None
-        if row.item_id:
-            first = first_row_of_id.setdefault(row.item_id, number)
-            if first != number:
-                reject(_duplicate(row, number, first))
-                continue
         yield number, row
 
 
@@ -208,26 +221,101 @@ def _sliced(
         number += 1
 
 
+_CLAIMS = pa.schema(
+    [
+        pa.field("item_id", pa.string(), nullable=False),
+        pa.field("source_row", pa.int64(), nullable=False),
+        pa.field("uri", pa.string(), nullable=False),
+    ]
+)
+"""The rows that give an id, as spilled by the id's hash."""
+
+
+def _spilled_rows(rows: Iterable[tuple[int, ManifestRow]], path: str) -> Iterator[pa.RecordBatch]:
+    """Write ``rows`` to ``path`` (an Arrow IPC file of :data:`PARTITION_MANIFEST` batches, in
+    order) and yield the claims (:data:`_CLAIMS`) of those that give an id."""
+    remaining = iter(rows)
+    options = pa.ipc.IpcWriteOptions(compression="lz4")
+    with pa.ipc.new_file(path, PARTITION_MANIFEST, options=options) as selected:
+        while batch := list(islice(remaining, BATCH_ROWS)):
+            records = [_manifest_record(number, row) for number, row in batch]
+            table = pa.Table.from_pylist(records, schema=PARTITION_MANIFEST)
+            selected.write_table(table)
+            given = table.filter(pc.is_valid(table["id"])).combine_chunks()
+            if given.num_rows:
+                columns = [given[name].chunk(0) for name in ("id", "source_row", "uri")]
+                yield pa.RecordBatch.from_arrays(columns, schema=_CLAIMS)
+
+
+def _repeated_rows(claims: CorpusBuckets, rejected: Callable[[pa.Table], object]) -> np.ndarray:
+    """The source rows, in order, that give an id an earlier row gave, each of which goes to
+    ``rejected`` as a ``duplicate_id`` row, a bucket of the id hash at a time."""
+    repeated: list[np.ndarray] = []
+    for bucket in range(1 << claims.bits):
+        table = claims.read(bucket)
+        if not table.num_rows:
+            continue
+        keeps, first = first_claims(table, "source_row")
+        later = pc.invert(keeps)
+        rows, firsts = table.filter(later), first.filter(later)
+        if not rows.num_rows:
+            continue
+        rejected(
+            failures_table(
+                _duplicate(item_id, uri, number, earliest)
+                for item_id, uri, number, earliest in zip(
+                    rows["item_id"].to_pylist(),
+                    rows["uri"].to_pylist(),
+                    rows["source_row"].to_pylist(),
+                    firsts.to_pylist(),
+                    strict=True,
+                )
+            )
+        )
+        repeated.append(rows["source_row"].to_numpy())
+    return np.sort(np.concatenate(repeated)) if repeated else np.empty(0, np.int64)
+
+
+def _kept_batches(path: str, repeated: np.ndarray) -> Iterator[pa.RecordBatch]:
+    """The rows of the Arrow IPC file at ``path``, in order, less the source rows in
+    ``repeated`` (sorted)."""
+    with pa.memory_map(path) as source:
+        selected = pa.ipc.open_file(source)
+        for index in range(selected.num_record_batches):
+            batch = selected.get_batch(index)
+            numbers = batch.column("source_row").to_numpy()
+            at = np.searchsorted(repeated, numbers).clip(max=max(len(repeated) - 1, 0))
+            dropped = (repeated[at] == numbers) if len(repeated) else np.zeros(len(numbers), bool)
+            yield batch.filter(pa.array(~dropped)) if dropped.any() else batch
+
+
 def write_partitions(
     store: CheckpointStore,
     backfill_id: str,
-    rows: Iterable[tuple[int, ManifestRow]],
+    batches: Iterable[pa.RecordBatch],
     partition_size: int,
-    batch_rows: int = BATCH_ROWS,
 ) -> tuple[int, int]:
-    """Write ``rows`` to partition manifests of ``partition_size`` rows each, in order, each
-    file atomically; returns how many manifests (none for no rows) and rows were written."""
-    remaining = iter(rows)
-    partitions = written = 0
-    while (first := next(remaining, None)) is not None:
-        partitions += 1
-        path = store.partition_manifest_path(backfill_id, partitions)
-        members = chain([first], islice(remaining, partition_size - 1))
-        with store.table_writer(path, PARTITION_MANIFEST) as writer:
-            while batch := list(islice(members, batch_rows)):
-                records = [_manifest_record(number, row) for number, row in batch]
-                writer.write_table(pa.Table.from_pylist(records, schema=PARTITION_MANIFEST))
-                written += len(records)
+    """Write the rows of ``batches`` (:data:`PARTITION_MANIFEST`) to partition manifests of
+    ``partition_size`` rows each, in order, each file atomically; returns how many manifests
+    (none for no rows) and rows were written."""
+    partitions = written = room = 0
+    with ExitStack() as open_partition:
+        writer: pq.ParquetWriter | None = None
+        for batch in batches:
+            while batch.num_rows:
+                if writer is None or room == 0:
+                    open_partition.close()  # the partition before is complete: it appears
+                    partitions += 1
+                    path = store.partition_manifest_path(backfill_id, partitions)
+                    writer = open_partition.enter_context(
+                        store.table_writer(path, PARTITION_MANIFEST)
+                    )
+                    room = partition_size
+                part = batch.slice(0, room)
+                writer.write_batch(part)
+                written += part.num_rows
+                room -= part.num_rows
+                batch = batch.slice(part.num_rows)
     return partitions, written
 
 
@@ -248,14 +336,14 @@ def _manifest_record(number: int, row: ManifestRow) -> dict[str, object]:
     }
 
 
-def _duplicate(row: ManifestRow, number: int, first: int) -> Failure:
+def _duplicate(item_id: str, uri: str, number: int, first: int) -> Failure:
     return Failure(
-        item_id=row.item_id or "",
-        uri=row.uri,
+        item_id=item_id,
+        uri=uri,
         stage=ROW_STAGE,
         code="duplicate_id",
         message=(
-            f"row {number} of the source: id {row.item_id!r} is already used by row {first}; "
+            f"row {number} of the source: id {item_id!r} is already used by row {first}; "
             "ids must be unique"
         ),
     )

@@ -91,28 +91,34 @@ def _batch(columns: list[list[object]]) -> pa.RecordBatch:
 
 @dataclass(frozen=True)
 class CorpusBuckets:
-    """A corpus spilled into ``2**bits`` buckets under ``directory``."""
+    """A corpus spilled into ``2**bits`` buckets under ``directory``, as rows of ``schema``
+    (the rows spilled, and their :data:`HASH`)."""
 
     directory: str
     bits: int
+    schema: pa.Schema = _SPILLED
 
     def path(self, bucket: int) -> str:
         """The file of ``bucket``'s items (absent when it has none)."""
         return os.path.join(self.directory, f"bucket-{bucket:05d}.arrow")
 
     def read(self, bucket: int) -> pa.Table:
-        """The claims of ``bucket`` in corpus order (an empty table when it has none): rows of
-        :data:`CLAIMS` and the :data:`HASH` of each item id."""
+        """The rows of ``bucket`` in corpus order (an empty table when it has none), as
+        ``schema`` has them: the rows spilled (the corpus's :data:`CLAIMS`, by default) and the
+        :data:`HASH` of each item id."""
         path = self.path(bucket)
         if not os.path.exists(path):
-            return _SPILLED.empty_table()
+            return self.schema.empty_table()
         with pa.OSFile(path) as source:
             return pa.ipc.open_file(source).read_all()
 
 
-def spilled_buckets(batches: Iterable[pa.RecordBatch], directory: str, bits: int) -> CorpusBuckets:
-    """Write ``batches`` into ``2**bits`` buckets by item-id hash under ``directory``: each
-    bucket an Arrow IPC file of its items in corpus order; or into one bucket (``bits`` 0) when
+def spilled_buckets(
+    batches: Iterable[pa.RecordBatch], directory: str, bits: int, schema: pa.Schema = CLAIMS
+) -> CorpusBuckets:
+    """Write ``batches`` (rows of ``schema``, with an ``item_id`` column: by default the
+    corpus's :data:`CLAIMS`) into ``2**bits`` buckets by item-id hash under ``directory``: each
+    bucket an Arrow IPC file of its rows in corpus order; or into one bucket (``bits`` 0) when
     the corpus has at most :data:`SPILL_ROWS` rows, which the spill would hold whole anyway.
     For such a corpus 256 small files, and the plan's 256 joins, cost more than the corpus's
     own work (0.3 s of the 0.7 s a plan of an unchanged 20,000-item corpus took).
@@ -122,6 +128,7 @@ def spilled_buckets(batches: Iterable[pa.RecordBatch], directory: str, bits: int
     grew with the corpus; an IPC file's footer is a few bytes per batch. The writes are made
     here, in order, not queued to a writer's threads: what the spill holds is at most
     :data:`SPILL_ROWS` rows waiting in their buckets, however slow the disk."""
+    spilled = schema.append(pa.field(HASH, pa.uint32(), nullable=False))
     source = iter(batches)
     held: list[pa.RecordBatch] = []
     held_rows = 0
@@ -129,12 +136,12 @@ def spilled_buckets(batches: Iterable[pa.RecordBatch], directory: str, bits: int
         held.append(batch)
         held_rows += batch.num_rows
         if held_rows > SPILL_ROWS:
-            return _spilled(chain(held, source), directory, bits)
-    return _spilled(held, directory, 0)
+            return _spilled(chain(held, source), CorpusBuckets(directory, bits, spilled))
+    return _spilled(held, CorpusBuckets(directory, 0, spilled))
 
 
-def _spilled(batches: Iterable[pa.RecordBatch], directory: str, bits: int) -> CorpusBuckets:
-    buckets = CorpusBuckets(directory, bits)
+def _spilled(batches: Iterable[pa.RecordBatch], buckets: CorpusBuckets) -> CorpusBuckets:
+    bits = buckets.bits
     options = pa.ipc.IpcWriteOptions(compression="lz4")
     writers: dict[int, pa.ipc.RecordBatchFileWriter] = {}
     waiting: dict[int, list[pa.RecordBatch]] = {}
@@ -144,14 +151,14 @@ def _spilled(batches: Iterable[pa.RecordBatch], directory: str, bits: int) -> Co
     def flush(bucket: int) -> None:
         writer = writers.get(bucket)
         if writer is None:
-            writer = pa.ipc.new_file(buckets.path(bucket), _SPILLED, options=options)
+            writer = pa.ipc.new_file(buckets.path(bucket), buckets.schema, options=options)
             writers[bucket] = writer
         writer.write_table(pa.Table.from_batches(waiting.pop(bucket)).combine_chunks())
         waiting_rows.pop(bucket)
 
     try:
         for batch in batches:
-            for bucket, rows in _by_bucket(batch, bits):
+            for bucket, rows in _by_bucket(batch, buckets):
                 waiting.setdefault(bucket, []).append(rows)
                 waiting_rows[bucket] = waiting_rows.get(bucket, 0) + rows.num_rows
                 if waiting_rows[bucket] >= flush_rows:
@@ -164,9 +171,11 @@ def _spilled(batches: Iterable[pa.RecordBatch], directory: str, bits: int) -> Co
     return buckets
 
 
-def _by_bucket(batch: pa.RecordBatch, bits: int) -> Iterator[tuple[int, pa.RecordBatch]]:
+def _by_bucket(
+    batch: pa.RecordBatch, buckets: CorpusBuckets
+) -> Iterator[tuple[int, pa.RecordBatch]]:
     """The rows of ``batch`` in each bucket that holds any, in order, with their :data:`HASH`."""
     hashes = item_hashes(batch.column("item_id").to_pylist())
-    buckets = hashes & np.uint32((1 << bits) - 1)
-    hashed = pa.RecordBatch.from_arrays([*batch.columns, pa.array(hashes)], schema=_SPILLED)
-    return grouped(hashed, buckets)
+    bucket_of = hashes & np.uint32((1 << buckets.bits) - 1)
+    hashed = pa.RecordBatch.from_arrays([*batch.columns, pa.array(hashes)], schema=buckets.schema)
+    return grouped(hashed, bucket_of)

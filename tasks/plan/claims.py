@@ -31,9 +31,7 @@ def kept_claims(claims: pa.Table) -> tuple[pa.Table, pa.Table]:
     ids, with their own failure, and every later claim on an id as ``duplicate_id``."""
     if not claims.num_rows:
         return claims.drop_columns(_CLAIM_COLUMNS), schemas.FAILURES.empty_table()
-    firsts = claims.group_by("item_id").aggregate([(POSITION, "min")])
-    first = firsts[f"{POSITION}_min"].take(pc.index_in(claims["item_id"], firsts["item_id"]))
-    keeps = pc.equal(claims[POSITION], first)
+    keeps, first = first_claims(claims, POSITION)
     failed = pc.is_valid(claims[CLAIM_CODE])
     items = claims.filter(pc.and_not(keeps, failed)).drop_columns(_CLAIM_COLUMNS)
     kept_failures = claims.filter(pc.and_(keeps, failed))
@@ -60,6 +58,14 @@ def kept_claims(claims: pa.Table) -> tuple[pa.Table, pa.Table]:
     else:
         failures = failures.drop_columns([POSITION])
     return items, failures
+
+
+def first_claims(claims: pa.Table, position: str) -> tuple[pa.ChunkedArray, pa.ChunkedArray]:
+    """For each row of ``claims`` (an ``item_id`` column, and the ``position`` column that
+    orders the rows): whether it is the first claim on its id, and where that first claim is."""
+    firsts = claims.group_by("item_id").aggregate([(position, "min")])
+    first = firsts[f"{position}_min"].take(pc.index_in(claims["item_id"], firsts["item_id"]))
+    return pc.equal(claims[position], first), first
 
 
 def _failures(
