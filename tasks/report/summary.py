@@ -3,45 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
-
-from tasks import schemas
 from tasks.outcomes import AsyncOutcome, BatchOutcome, LoadOutcome, PlanTotals, ShardOutcome
-from tasks.records import ROW_STAGE
-from tasks.service_errors import RETRIED_NEXT_RUN_CODES
+from tasks.report.item_outcomes import ItemOutcomes, failure_codes, item_outcomes
 from tasks.settings import NovaflowSettings
 from tasks.store import CheckpointStore
-
-
-@dataclass(frozen=True)
-class ItemOutcomes:
-    """How this run ended for each item of the corpus, counted; every item is in exactly one
-    count. ``planned`` is the items the corpus resolved to (new, changed and unchanged; removed
-    items are not in the corpus). ``embedded``: new or changed, and every unit embedded, with no
-    failure (state ``complete``). ``unchanged``: skipped, as the index already has it.
-    ``quarantined``: new or changed, and failed through its own fault, in planning or in a unit
-    (state ``quarantined``; left alone until it changes). ``failed``: new or changed, with a
-    failure a later run may well not meet (throttled, a shard or job that failed); planned again
-    by the next run. ``rows_rejected``: manifest rows that never became an item (malformed, bad
-    metadata, a duplicate id, a missing file …); they are rows, not items, in no item count."""
-
-    planned: int
-    embedded: int
-    unchanged: int
-    quarantined: int
-    failed: int
-    rows_rejected: int
-
-    @property
-    def adds_up(self) -> bool:
-        """``planned == embedded + unchanged + quarantined + failed``."""
-        return self.planned == self.embedded + self.unchanged + self.quarantined + self.failed
 
 
 @dataclass(frozen=True)
@@ -110,54 +78,6 @@ class RunSummary:
         return document
 
 
-def _true_count(mask: pa.ChunkedArray | pa.Array) -> int:
-    return pc.sum(mask.cast(pa.int64())).as_py() or 0
-
-
-def _item_ids(store: CheckpointStore, paths: list[str]) -> pa.Array:
-    """The distinct item ids in the ``item_id`` column of the Parquet files at ``paths``."""
-    columns = [
-        pq.read_table(path, columns=["item_id"], filesystem=store.filesystem).column("item_id")
-        for path in paths
-    ]
-    if not columns:
-        return pa.array([], pa.string())
-    return pc.unique(pa.chunked_array(columns, pa.string()))
-
-
-def item_outcomes(
-    store: CheckpointStore, run_id: str, totals: PlanTotals, failures: pa.Table
-) -> ItemOutcomes:
-    """Count how the run ended for its items, from its plan, its embeddings and ``failures``
-    (the gathered failures file), by the rule the state is committed by: an item's own failures
-    (plan stage or later) decide it, a transient one first; a manifest row's never do.
-
-    ``embedded`` is counted from the vectors the run wrote, not as what is left over, so an item
-    that ended with neither a vector nor a failure breaks the identity instead of hiding."""
-    plan = pq.read_table(
-        store.plan_path(run_id), columns=["item_id", "change"], filesystem=store.filesystem
-    )
-    current = plan.filter(pc.field("change") != "removed")
-    ids = current.column("item_id")
-    worked = pc.not_equal(current.column("change"), "unchanged")
-    is_row = pc.equal(failures.column("stage"), ROW_STAGE)
-    own = failures.filter(pc.invert(is_row))
-    retried = pc.is_in(own.column("code"), value_set=pa.array(sorted(RETRIED_NEXT_RUN_CODES)))
-    failing = pc.is_in(ids, value_set=pc.unique(own.column("item_id")))
-    retrying = pc.is_in(ids, value_set=pc.unique(own.filter(retried).column("item_id")))
-    with_vectors = pc.is_in(
-        ids, value_set=_item_ids(store, store.list_files(store.embeddings_dir(run_id)))
-    )
-    return ItemOutcomes(
-        planned=sum(totals.items.get(change, 0) for change in ("new", "changed", "unchanged")),
-        embedded=_true_count(pc.and_(worked, pc.and_not(with_vectors, failing))),
-        unchanged=current.num_rows - _true_count(worked),
-        quarantined=_true_count(pc.and_(worked, pc.and_not(failing, retrying))),
-        failed=_true_count(pc.and_(worked, retrying)),
-        rows_rejected=_true_count(is_row),
-    )
-
-
 def run_summary(
     settings: NovaflowSettings,
     run_id: str,
@@ -170,8 +90,7 @@ def run_summary(
 ) -> RunSummary:
     """Count the run from its plan, shard outcomes, load and failures; write ``summary.json``."""
     store = CheckpointStore(settings.store)
-    failures = store.read_table(store.failures_path(run_id), schemas.FAILURES)
-    codes = Counter(failures.column("code").to_pylist())
+    failures = store.failures_path(run_id)
     batch = batch or BatchOutcome()
     summary = RunSummary(
         run_id=run_id,
@@ -198,7 +117,7 @@ def run_summary(
         shards_skipped=sum(outcome.skipped for outcome in shards),
         wall_seconds=round(wall_seconds, 2),
         estimated_cost_usd=round(totals.estimated_cost_usd, 6),
-        failures_by_code=dict(sorted(codes.items())),
+        failures_by_code=failure_codes(store, failures),
         metadata_warnings=load.metadata_warnings,
         units_reused=totals.units_reused,
         reused_cost_usd=round(totals.reused_cost_usd, 6),
