@@ -16,7 +16,6 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from tasks.outcomes import PlanTotals
 from tasks.plan.buckets import BUCKET_BITS, HASH, CorpusBuckets, spilled_buckets
@@ -125,8 +124,7 @@ def _batches(
 ) -> Iterator[pa.RecordBatch]:
     """The ``schema`` columns of the Parquet files at ``paths``, a record batch at a time."""
     for path in paths:
-        file = pq.ParquetFile(path, filesystem=store.filesystem)
-        for batch in file.iter_batches(columns=schema.names, use_threads=False):
+        for batch in store.batches(path, schema.names):
             yield pa.RecordBatch.from_arrays(batch.columns, schema=schema)
 
 
