@@ -62,10 +62,11 @@ def corpus_batches(
 ) -> Iterator[pa.RecordBatch]:
     """The claims among ``entries`` (items, and failures with ``claimed_at``) as record
     batches of :data:`CLAIMS`, in order; every other failure goes to ``on_failure`` as it
-    comes."""
+    comes. An item that came from no manifest row (``position`` 0) claims at its place among
+    ``entries``."""
     names = schemas.MANIFEST.names
     columns: list[list[object]] = [[] for _ in CLAIMS.names]
-    for entry in entries:
+    for place, entry in enumerate(entries, start=1):
         if isinstance(entry, Failure):
             if not entry.claimed_at:
                 on_failure(entry)
@@ -74,7 +75,7 @@ def corpus_batches(
             values += [entry.claimed_at, entry.code, entry.message]
         else:
             values = [getattr(entry, name) for name in names]
-            values += [entry.position, None, None]
+            values += [entry.position or place, None, None]
         for column, value in zip(columns, values, strict=True):
             column.append(value)
         if len(columns[0]) >= batch_rows:

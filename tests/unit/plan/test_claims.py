@@ -13,7 +13,7 @@ from tasks.corpus.manifest import ManifestRow
 from tasks.corpus.resolve import resolved_items
 from tasks.plan import buckets as corpus_buckets
 from tasks.plan.claims import KeptBuckets, kept_claims
-from tasks.records import Failure
+from tasks.records import Failure, Item
 
 ROWS = [
     ManifestRow(1, "notes.txt", item_id="shared"),
@@ -106,3 +106,16 @@ def test_a_bucket_s_failures_come_in_manifest_order(corpus: Path, tmp_path: Path
         "not_found",
         *["duplicate_id"] * 2,
     ]
+
+
+def test_items_from_no_manifest_row_claim_in_the_order_they_come() -> None:
+    first, again = (
+        Item("same", "/a", "text", "sha256:1", 1),
+        Item("same", "/b", "text", "sha256:2", 1),
+    )
+    claims = pa.Table.from_batches(list(corpus_buckets.corpus_batches([first, again], [].append)))
+
+    items, failures = kept_claims(claims)
+
+    assert items["uri"].to_pylist() == ["/a"]
+    assert failures["message"].to_pylist() == [_duplicate("same", 1)]
