@@ -66,8 +66,9 @@ def _measured(size: int, way: str) -> dict[str, float]:
     import boto3
 
     from tasks.corpus.resolve import resolved_items
-    from tasks.plan.buckets import BUCKET_BITS, corpus_batches, spilled_buckets
+    from tasks.plan.buckets import CLAIMS, corpus_batches
     from tasks.plan.claims import KeptBuckets
+    from tasks.spill import BUCKET_BITS, spilled_buckets
 
     client = boto3.client("s3", region_name="us-east-1")
     counts = {"items": 0, "failed": 0}
@@ -82,7 +83,7 @@ def _measured(size: int, way: str) -> dict[str, float]:
         if way == "dict":
             entries = _first_claims(entries)
         spilled = spilled_buckets(
-            corpus_batches(entries, lambda _: count("failed", 1)), scratch, BUCKET_BITS
+            corpus_batches(entries, lambda _: count("failed", 1)), scratch, BUCKET_BITS, CLAIMS
         )
         kept = KeptBuckets(
             spilled,

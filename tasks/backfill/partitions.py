@@ -35,10 +35,10 @@ from tasks.backfill.modified import S3ClientFactory, in_range, modified_time
 from tasks.backfill.records import BackfillRecord
 from tasks.corpus.manifest import ManifestRow
 from tasks.corpus.resolve import crawled_rows, manifest_rows
-from tasks.plan.buckets import BUCKET_BITS, CorpusBuckets, spilled_buckets
 from tasks.plan.claims import first_claims
 from tasks.plan.scratch import plan_scratch
 from tasks.records import ROW_STAGE, Failure
+from tasks.spill import BUCKET_BITS, SpilledBuckets, spilled_buckets
 from tasks.store import CheckpointStore
 from tasks.tables import failures_table
 
@@ -247,7 +247,7 @@ def _spilled_rows(rows: Iterable[tuple[int, ManifestRow]], path: str) -> Iterato
                 yield pa.RecordBatch.from_arrays(columns, schema=_CLAIMS)
 
 
-def _repeated_rows(claims: CorpusBuckets, rejected: Callable[[pa.Table], object]) -> np.ndarray:
+def _repeated_rows(claims: SpilledBuckets, rejected: Callable[[pa.Table], object]) -> np.ndarray:
     """The source rows, in order, that give an id an earlier row gave, each of which goes to
     ``rejected`` as a ``duplicate_id`` row, a bucket of the id hash at a time."""
     repeated: list[np.ndarray] = []

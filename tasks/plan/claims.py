@@ -18,8 +18,9 @@ import pyarrow.compute as pc
 
 from tasks import schemas
 from tasks.corpus.resolve import shown_id
-from tasks.plan.buckets import CLAIM_CODE, CLAIM_MESSAGE, POSITION, CorpusBuckets
+from tasks.plan.buckets import CLAIM_CODE, CLAIM_MESSAGE, POSITION
 from tasks.records import ROW_STAGE
+from tasks.spill import SpilledBuckets
 
 _CLAIM_COLUMNS = [POSITION, CLAIM_CODE, CLAIM_MESSAGE]
 
@@ -27,7 +28,7 @@ _CLAIM_COLUMNS = [POSITION, CLAIM_CODE, CLAIM_MESSAGE]
 def kept_claims(claims: pa.Table) -> tuple[pa.Table, pa.Table]:
     """The items that keep their ids (manifest rows, with their ``item_hash`` when ``claims``
     has it, in corpus order) and the failures (:data:`tasks.schemas.FAILURES`, in manifest
-    order) of one bucket's ``claims`` (:meth:`CorpusBuckets.read`): failed rows that keep their
+    order) of one bucket's ``claims`` (:meth:`SpilledBuckets.read`): failed rows that keep their
     ids, with their own failure, and every later claim on an id as ``duplicate_id``."""
     if not claims.num_rows:
         return claims.drop_columns(_CLAIM_COLUMNS), schemas.FAILURES.empty_table()
@@ -94,13 +95,13 @@ class KeptBuckets:
     rows, :data:`tasks.schemas.MANIFEST`) and its failures to ``on_failures``; read each bucket
     once (as :func:`tasks.plan.diff.planned_items` does) and each goes there once."""
 
-    spilled: CorpusBuckets
+    spilled: SpilledBuckets
     on_items: Callable[[pa.Table], object]
     on_failures: Callable[[pa.Table], object]
 
     @property
     def bits(self) -> int:
-        """The spill's bucket bits (:attr:`CorpusBuckets.bits`)."""
+        """The spill's bucket bits (:attr:`SpilledBuckets.bits`)."""
         return self.spilled.bits
 
     def read(self, bucket: int) -> pa.Table:

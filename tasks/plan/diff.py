@@ -20,11 +20,11 @@ import pyarrow.compute as pc
 from tasks import schemas
 from tasks.media.images import PreparationError
 from tasks.outcomes import Change
-from tasks.plan.buckets import HASH
 from tasks.plan.claims import KeptBuckets
 from tasks.plan.units import expanded_item
 from tasks.records import Failure, Item, Unit, routed
 from tasks.settings import EmbeddingSettings, Prices
+from tasks.spill import HASH
 from tasks.state.dataset import StateDataset, StateEntry
 from tasks.state.layout import StateLayout, partitions_of
 

@@ -13,13 +13,14 @@ from collections.abc import Callable, Iterable
 from tasks import schemas
 from tasks.local_copies import local_source
 from tasks.outcomes import PlanTotals
-from tasks.plan.buckets import BUCKET_BITS, corpus_batches, spilled_buckets
+from tasks.plan.buckets import CLAIMS, corpus_batches
 from tasks.plan.claims import KeptBuckets
 from tasks.plan.diff import planned_items
 from tasks.plan.scratch import plan_scratch
 from tasks.plan.written import write_plan
 from tasks.records import Failure, Item
 from tasks.settings import NovaflowSettings
+from tasks.spill import BUCKET_BITS, spilled_buckets
 from tasks.state.commit import repaired_state
 from tasks.state.dataset import StateDataset
 from tasks.store import CheckpointStore
@@ -70,7 +71,9 @@ def planned_run(
         # manifest) and the other failed rows as the plan reads each bucket of the spill,
         # where the claims on an id meet (``tasks.plan.claims``).
         failures = StreamedRecords(failures_file, failures_table)
-        spilled = spilled_buckets(corpus_batches(corpus(), failures.add), scratch, BUCKET_BITS)
+        spilled = spilled_buckets(
+            corpus_batches(corpus(), failures.add), scratch, BUCKET_BITS, CLAIMS
+        )
         plans = planned_items(
             KeptBuckets(spilled, manifest.write_table, failures.add_table),
             state,

@@ -2,7 +2,7 @@
 
 An item's outcome joins three things by its id: its plan row (new, changed, unchanged), its
 failures, and whether the run wrote a vector of it. At a hundred million items none of the
-three fits in memory, so each is spilled by the id hash (``tasks.plan.buckets``) and joined a
+three fits in memory, so each is spilled by the id hash (:mod:`tasks.spill`) and joined a
 bucket at a time; a run of up to ``SPILL_ROWS`` rows of each is one bucket, held whole.
 """
 
@@ -13,15 +13,14 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from tasks.outcomes import PlanTotals
-from tasks.plan.buckets import BUCKET_BITS, HASH, CorpusBuckets, spilled_buckets
 from tasks.plan.scratch import plan_scratch
 from tasks.records import ROW_STAGE
 from tasks.service_errors import RETRIED_NEXT_RUN_CODES
+from tasks.spill import BUCKET_BITS, SpilledBuckets, bucket_parts, spilled_buckets
 from tasks.store import CheckpointStore
 
 _PLANNED = pa.schema([("item_id", pa.string()), ("change", pa.string())])
@@ -73,7 +72,7 @@ def item_outcomes(
         written = _spilled(scratch, "written", _WRITTEN, _batches(store, embeddings, _WRITTEN))
         spills = (planned, failed, written)
         bits = max(spill.bits for spill in spills)
-        for parts in zip(*(_parts(spill, bits) for spill in spills), strict=True):
+        for parts in zip(*(bucket_parts(spill, bits) for spill in spills), strict=True):
             counts.update(_bucket_counts(*parts))
     return ItemOutcomes(
         planned=sum(totals.items.get(change, 0) for change in ("new", "changed", "unchanged")),
@@ -130,22 +129,10 @@ def _batches(
 
 def _spilled(
     scratch: str, name: str, schema: pa.Schema, batches: Iterator[pa.RecordBatch]
-) -> CorpusBuckets:
+) -> SpilledBuckets:
     directory = os.path.join(scratch, name)
     os.mkdir(directory)
     return spilled_buckets(batches, directory, BUCKET_BITS, schema)
-
-
-def _parts(spill: CorpusBuckets, bits: int) -> Iterator[pa.Table]:
-    """The rows of ``spill`` in each of ``2**bits`` buckets, in order; a spill of fewer bits
-    (one bucket: it held its rows whole) is read once and cut."""
-    if spill.bits == bits:
-        yield from (spill.read(bucket) for bucket in range(1 << bits))
-        return
-    whole = spill.read(0)
-    bucket_of = pa.array(whole.column(HASH).to_numpy() & np.uint32((1 << bits) - 1))
-    for bucket in range(1 << bits):
-        yield whole.filter(pc.equal(bucket_of, bucket))
 
 
 def _true_count(mask: pa.ChunkedArray | pa.Array) -> int:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from tasks import schemas
+from tasks import schemas, spill
 from tasks.corpus.manifest import ManifestRow
 from tasks.corpus.resolve import resolved_items
 from tasks.plan import buckets as corpus_buckets
@@ -48,8 +48,8 @@ def _kept(corpus: Path, tmp_path: Path, spill_rows: int) -> tuple[list[str], lis
     scratch = tmp_path / f"spill-{spill_rows}"
     scratch.mkdir()
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(corpus_buckets, "SPILL_ROWS", spill_rows)
-        spilled = corpus_buckets.spilled_buckets(batches, str(scratch), 8)
+        patch.setattr(spill, "SPILL_ROWS", spill_rows)
+        spilled = spill.spilled_buckets(batches, str(scratch), 8, corpus_buckets.CLAIMS)
     manifest: list[pa.Table] = []
     failures: list[pa.Table] = []
     kept = KeptBuckets(spilled, manifest.append, failures.append)

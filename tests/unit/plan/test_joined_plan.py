@@ -11,6 +11,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from tasks import spill
 from tasks.plan import buckets as corpus_buckets
 from tasks.plan.diff import ItemPlan, planned_item
 from tasks.plan.stage import planned_run
@@ -100,7 +101,7 @@ def test_the_joined_plan_decides_as_the_item_by_item_plan_did(
 ) -> None:
     monkeypatch.setattr(state_layout, "MAX_MEAN_ITEMS", mean_items)
     # A corpus larger than SPILL_ROWS is spilled to 256 buckets, a smaller one to one bucket.
-    monkeypatch.setattr(corpus_buckets, "SPILL_ROWS", spill_rows)
+    monkeypatch.setattr(spill, "SPILL_ROWS", spill_rows)
     settings = NovaflowSettings(store=str(tmp_path / "store"))
     store = CheckpointStore(settings.store)
     (tmp_path / "corpus").mkdir()
@@ -141,11 +142,11 @@ def test_a_corpus_the_spill_holds_whole_goes_to_one_bucket_a_larger_one_to_256(
     (tmp_path / "corpus").mkdir()
     items, _ = _corpus_and_state(tmp_path / "corpus", "config")
     batches = list(corpus_buckets.corpus_batches(items, [].append, batch_rows=50))
-    monkeypatch.setattr(corpus_buckets, "SPILL_ROWS", len(items))
+    monkeypatch.setattr(spill, "SPILL_ROWS", len(items))
     (tmp_path / "one").mkdir(), (tmp_path / "many").mkdir()
-    whole = corpus_buckets.spilled_buckets(batches, str(tmp_path / "one"), 8)
-    monkeypatch.setattr(corpus_buckets, "SPILL_ROWS", len(items) - 1)
-    spread = corpus_buckets.spilled_buckets(batches, str(tmp_path / "many"), 8)
+    whole = spill.spilled_buckets(batches, str(tmp_path / "one"), 8, corpus_buckets.CLAIMS)
+    monkeypatch.setattr(spill, "SPILL_ROWS", len(items) - 1)
+    spread = spill.spilled_buckets(batches, str(tmp_path / "many"), 8, corpus_buckets.CLAIMS)
 
     assert (whole.bits, spread.bits) == (0, 8)
     assert whole.read(0)["item_id"].to_pylist() == [item.item_id for item in items]

@@ -11,9 +11,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tasks import schemas
+from tasks import schemas, spill
 from tasks.outcomes import PlanTotals
-from tasks.plan import buckets
 from tasks.report.item_outcomes import ItemOutcomes, failure_codes, item_outcomes
 from tasks.store import CheckpointStore
 
@@ -86,7 +85,7 @@ def test_item_outcomes_are_the_same_however_the_ids_are_spilled(
     # (805) and the vectors (400) are each one bucket, cut to meet the plan's.
     store = CheckpointStore(str(tmp_path / "store"))
     totals = _run(store)
-    monkeypatch.setattr(buckets, "SPILL_ROWS", spill_rows)
+    monkeypatch.setattr(spill, "SPILL_ROWS", spill_rows)
 
     outcomes = item_outcomes(store, RUN, totals, store.failures_path(RUN))
 
