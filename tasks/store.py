@@ -399,16 +399,23 @@ class CheckpointStore:
     def read_table(
         self, path: str, schema: pa.Schema | None = None, use_threads: bool = True
     ) -> pa.Table:
-        """Read the Parquet file at ``path``; with ``schema``, check it holds those columns.
+        """Read the Parquet file at ``path``; with ``schema``, only those columns (a file
+        holding more columns is read in part), after checking it holds them.
         ``use_threads=False`` for the many small files of a loop: threads buy nothing there
         and each leaves memory in its allocator arena."""
-        table = pq.read_table(path, filesystem=self.filesystem, use_threads=use_threads)
-        if schema is not None:
-            missing = [name for name in schema.names if name not in table.column_names]
-            if missing:
-                raise ValueError(f"{path} lacks columns {missing}: not a novaflow file?")
-            table = table.select(schema.names).cast(schema)
-        return table
+        if schema is None:
+            return pq.read_table(path, filesystem=self.filesystem, use_threads=use_threads)
+        try:
+            table = pq.read_table(
+                path, columns=schema.names, filesystem=self.filesystem, use_threads=use_threads
+            )
+        except pa.ArrowInvalid:
+            held = pq.read_schema(path, filesystem=self.filesystem).names
+            missing = [name for name in schema.names if name not in held]
+            if not missing:
+                raise
+            raise ValueError(f"{path} lacks columns {missing}: not a novaflow file?") from None
+        return table.select(schema.names).cast(schema)
 
     def batches(
         self, path: str, columns: list[str] | None = None, batch_size: int = 65_536

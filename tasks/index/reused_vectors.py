@@ -230,7 +230,8 @@ def recorded_digests(store: CheckpointStore, run_id: str, config_hash: str) -> i
             continue
         for batch in store.batches(file, ["key", "embedding_type"]):
             embedded.append(_unit_keys(batch.column("key"), batch.column("embedding_type")))
-    planned = store.read_table(path, schemas.SYNC_UNITS).select(["digest", "key"])
+    wanted = pa.schema([schemas.SYNC_UNITS.field(name) for name in ("digest", "key")])
+    planned = store.read_table(path, wanted)
     mine = planned.filter(
         pc.is_in(planned["key"], value_set=pc.unique(pa.chunked_array(embedded, pa.string())))
     )

@@ -62,9 +62,8 @@ def reuse_decision(store: CheckpointStore, run_id: str, config_hash: str) -> Reu
     A unit reuses the newest earlier run's vector of its digest, else (a copy within the run)
     the vector of the run's first unit with that digest. Decided column by column in Arrow:
     no Python object per unit."""
-    units = store.read_table(store.sync_units_path(run_id), schemas.SYNC_UNITS).select(
-        ["key", "digest", "cost_usd"]
-    )
+    wanted = pa.schema([schemas.SYNC_UNITS.field(name) for name in ("key", "digest", "cost_usd")])
+    units = store.read_table(store.sync_units_path(run_id), wanted)
     earlier = _earlier_vectors(store, config_hash, pc.unique(units["digest"]))
     position = pa.array(np.arange(units.num_rows, dtype=np.int64))
     firsts = (
