@@ -2,7 +2,7 @@
 
 Resolving a corpus (``tasks.corpus.resolve``) does not tell duplicate ids apart, since that
 would mean holding every id of the corpus (~10 GB at a hundred million). Every row that claims
-an id is spilled by the id's hash instead (``tasks.plan.buckets``), so all the claims on an id
+an id is spilled by the id's hash instead (:mod:`tasks.spill`), so all the claims on an id
 meet in one bucket, and here, a bucket at a time, the first claim keeps the id: an item goes on
 to be planned, a failed row keeps its own failure, and every later claim is a ``duplicate_id``
 failure naming the row that keeps the id.
@@ -36,12 +36,13 @@ def kept_claims(claims: pa.Table) -> tuple[pa.Table, pa.Table]:
     failed = pc.is_valid(claims[CLAIM_CODE])
     items = claims.filter(pc.and_not(keeps, failed)).drop_columns(_CLAIM_COLUMNS)
     kept_failures = claims.filter(pc.and_(keeps, failed))
-    later = claims.filter(pc.invert(keeps))
+    repeats = pc.invert(keeps)
+    later = claims.filter(repeats)
     messages = [
         f"id {shown_id(item_id)} is already used by the row at position {position}; "
         "ids must be unique"
         for item_id, position in zip(
-            later["item_id"].to_pylist(), first.filter(pc.invert(keeps)).to_pylist(), strict=True
+            later["item_id"].to_pylist(), first.filter(repeats).to_pylist(), strict=True
         )
     ]
     failures = pa.concat_tables(
@@ -54,10 +55,7 @@ def kept_claims(claims: pa.Table) -> tuple[pa.Table, pa.Table]:
             ),
         ]
     )
-    if failures.num_rows:
-        failures = failures.take(pc.sort_indices(failures[POSITION])).drop_columns([POSITION])
-    else:
-        failures = failures.drop_columns([POSITION])
+    failures = failures.sort_by(POSITION).drop_columns([POSITION])
     return items, failures
 
 
