@@ -40,7 +40,7 @@ from tasks.plan.scratch import plan_scratch
 from tasks.records import ROW_STAGE, Failure
 from tasks.spill import BUCKET_BITS, SpilledBuckets, spilled_buckets
 from tasks.store import CheckpointStore
-from tasks.tables import failures_table
+from tasks.tables import StreamedRecords, failures_table
 
 PARTITION_MANIFEST = pa.schema(
     [
@@ -102,7 +102,6 @@ class _Tally:
     rows_read: int = 0
     rows_selected: int = 0
     rows_outside_dates: int = 0
-    rows_rejected: int = 0
     rows_undated: int = 0
 
 
@@ -121,14 +120,7 @@ def partitioned_source(
         ) as rejected,
         plan_scratch() as scratch,
     ):
-        rejections: list[Failure] = []
-
-        def reject(failure: Failure) -> None:
-            tally.rows_rejected += 1
-            rejections.append(failure)
-            if len(rejections) >= BATCH_ROWS:
-                rejected.write_table(failures_table(rejections))
-                rejections.clear()
+        rejections = StreamedRecords(rejected, failures_table, BATCH_ROWS)
 
         def modified_at(row: ManifestRow) -> datetime | None:
             return modified_time(row, record.root, s3)
@@ -141,14 +133,12 @@ def partitioned_source(
             record.modified_range,
             modified_at if dated else None,
             tally,
-            reject,
+            rejections.add,
         )
         candidates = os.path.join(scratch, "selected.arrow")
         claims = spilled_buckets(_spilled_rows(selected, candidates), scratch, BUCKET_BITS, _CLAIMS)
-        if rejections:
-            rejected.write_table(failures_table(rejections))
-        repeated = _repeated_rows(claims, rejected.write_table)
-        tally.rows_rejected += len(repeated)
+        repeated = _repeated_rows(claims, rejections.add_table)
+        rejections.flush()
         count, written = write_partitions(
             store, record.backfill_id, _kept_batches(candidates, repeated), record.partition_size
         )
@@ -158,7 +148,7 @@ def partitioned_source(
         rows_read=tally.rows_read,
         rows_selected=tally.rows_selected,
         rows_outside_dates=tally.rows_outside_dates,
-        rows_rejected=tally.rows_rejected,
+        rows_rejected=rejections.count,
         rows_partitioned=written,
         rows_undated=tally.rows_undated,
     )
@@ -283,9 +273,14 @@ def _kept_batches(path: str, repeated: np.ndarray) -> Iterator[pa.RecordBatch]:
         selected = pa.ipc.open_file(source)
         for index in range(selected.num_record_batches):
             batch = selected.get_batch(index)
+            if len(repeated) == 0:
+                yield batch
+                continue
             numbers = batch.column("source_row").to_numpy()
-            at = np.searchsorted(repeated, numbers).clip(max=max(len(repeated) - 1, 0))
-            dropped = (repeated[at] == numbers) if len(repeated) else np.zeros(len(numbers), bool)
+            # Binary search in the sorted row numbers: a batch costs its own size times log,
+            # however many rows were rejected.
+            at = np.searchsorted(repeated, numbers).clip(max=len(repeated) - 1)
+            dropped = repeated[at] == numbers
             yield batch.filter(pa.array(~dropped)) if dropped.any() else batch
 
 
