@@ -54,27 +54,30 @@ class ItemOutcomes:
         return self.planned == self.embedded + self.unchanged + self.quarantined + self.failed
 
 
-def item_outcomes(
+def outcome_counts(
     store: CheckpointStore, run_id: str, totals: PlanTotals, failures_path: str
-) -> ItemOutcomes:
-    """Count how the run ended for its items, from its plan, its embeddings and the failures
-    at ``failures_path`` (the gathered failures file), by the rule the state is committed by:
-    an item's own failures (plan stage or later) decide it, a transient one first; a manifest
-    row's never do.
+) -> tuple[ItemOutcomes, dict[str, int]]:
+    """How the run ended for its items, and its failures counted by code (in code order),
+    reading the plan, the embeddings and the failures at ``failures_path`` (the gathered
+    failures file) once each.
 
-    ``embedded`` is counted from the vectors the run wrote, not as what is left over, so an item
-    that ended with neither a vector nor a failure breaks the identity instead of hiding."""
+    The items are counted by the rule the state is committed by: an item's own failures (plan
+    stage or later) decide it, a transient one first; a manifest row's never do. ``embedded``
+    is counted from the vectors the run wrote, not as what is left over, so an item that ended
+    with neither a vector nor a failure breaks the identity instead of hiding."""
     embeddings = store.list_files(store.embeddings_dir(run_id))
     counts: Counter[str] = Counter()
+    codes: Counter[str] = Counter()
     with plan_scratch() as scratch:
         planned = _spilled(scratch, "planned", _PLANNED, _planned(store, run_id))
-        failed = _spilled(scratch, "failed", _FAILED, _batches(store, [failures_path], _FAILED))
+        failures = _coded(_batches(store, [failures_path], _FAILED), codes)
+        failed = _spilled(scratch, "failed", _FAILED, failures)
         written = _spilled(scratch, "written", _WRITTEN, _batches(store, embeddings, _WRITTEN))
         spills = (planned, failed, written)
         bits = max(spill.bits for spill in spills)
         for parts in zip(*(bucket_parts(spill, bits) for spill in spills), strict=True):
             counts.update(_bucket_counts(*parts))
-    return ItemOutcomes(
+    items = ItemOutcomes(
         planned=sum(totals.items.get(change, 0) for change in ("new", "changed", "unchanged")),
         embedded=counts["embedded"],
         unchanged=counts["unchanged"],
@@ -82,15 +85,15 @@ def item_outcomes(
         failed=counts["failed"],
         rows_rejected=counts["rows_rejected"],
     )
+    return items, dict(sorted(codes.items()))
 
 
-def failure_codes(store: CheckpointStore, failures_path: str) -> dict[str, int]:
-    """How many failures at ``failures_path`` have each code, by code."""
-    counts: Counter[str] = Counter()
-    for batch in _batches(store, [failures_path], pa.schema([("code", pa.string())])):
+def _coded(batches: Iterator[pa.RecordBatch], codes: Counter[str]) -> Iterator[pa.RecordBatch]:
+    """``batches`` of failures, each counted by code into ``codes`` as it passes."""
+    for batch in batches:
         for entry in pc.value_counts(batch.column("code")).to_pylist():
-            counts[entry["values"]] += entry["counts"]
-    return dict(sorted(counts.items()))
+            codes[entry["values"]] += entry["counts"]
+        yield batch
 
 
 def _bucket_counts(planned: pa.Table, failed: pa.Table, written: pa.Table) -> dict[str, int]:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 from tasks.outcomes import AsyncOutcome, BatchOutcome, LoadOutcome, PlanTotals, ShardOutcome
-from tasks.report.item_outcomes import ItemOutcomes, failure_codes, item_outcomes
+from tasks.report.item_outcomes import ItemOutcomes, outcome_counts
 from tasks.settings import NovaflowSettings
 from tasks.store import CheckpointStore
 
@@ -90,12 +90,12 @@ def run_summary(
 ) -> RunSummary:
     """Count the run from its plan, shard outcomes, load and failures; write ``summary.json``."""
     store = CheckpointStore(settings.store)
-    failures = store.failures_path(run_id)
+    items, failures_by_code = outcome_counts(store, run_id, totals, store.failures_path(run_id))
     batch = batch or BatchOutcome()
     summary = RunSummary(
         run_id=run_id,
         items=dict(totals.items),
-        item_outcomes=item_outcomes(store, run_id, totals, failures),
+        item_outcomes=items,
         units_planned=totals.units_to_embed,
         units_embedded=sum(outcome.embedded for outcome in shards),
         units_quarantined=sum(outcome.quarantined for outcome in shards),
@@ -117,7 +117,7 @@ def run_summary(
         shards_skipped=sum(outcome.skipped for outcome in shards),
         wall_seconds=round(wall_seconds, 2),
         estimated_cost_usd=round(totals.estimated_cost_usd, 6),
-        failures_by_code=failure_codes(store, failures),
+        failures_by_code=failures_by_code,
         metadata_warnings=load.metadata_warnings,
         units_reused=totals.units_reused,
         reused_cost_usd=round(totals.reused_cost_usd, 6),

@@ -13,7 +13,7 @@ import pytest
 
 from tasks import schemas, spill
 from tasks.outcomes import PlanTotals
-from tasks.report.item_outcomes import ItemOutcomes, failure_codes, item_outcomes
+from tasks.report.item_outcomes import ItemOutcomes, outcome_counts
 from tasks.store import CheckpointStore
 
 RUN = "run-1"
@@ -87,7 +87,7 @@ def test_item_outcomes_are_the_same_however_the_ids_are_spilled(
     totals = _run(store)
     monkeypatch.setattr(spill, "SPILL_ROWS", spill_rows)
 
-    outcomes = item_outcomes(store, RUN, totals, store.failures_path(RUN))
+    outcomes, _ = outcome_counts(store, RUN, totals, store.failures_path(RUN))
 
     assert outcomes == EXPECTED
     assert outcomes.adds_up
@@ -95,9 +95,11 @@ def test_item_outcomes_are_the_same_however_the_ids_are_spilled(
 
 def test_failures_are_counted_by_code(tmp_path: Path) -> None:
     store = CheckpointStore(str(tmp_path / "store"))
-    _run(store)
+    totals = _run(store)
 
-    assert failure_codes(store, store.failures_path(RUN)) == {
+    _, codes = outcome_counts(store, RUN, totals, store.failures_path(RUN))
+
+    assert codes == {
         "ValidationException": 200,
         "corrupt_pdf": 200,
         "duplicate_id": 5,
@@ -112,7 +114,7 @@ def test_an_item_with_neither_vector_nor_failure_breaks_the_identity(tmp_path: P
     kept = pq.read_table(first_shard).slice(1)
     store.write_table(first_shard, kept)  # one embedded item lost its vector
 
-    outcomes = item_outcomes(store, RUN, totals, store.failures_path(RUN))
+    outcomes, _ = outcome_counts(store, RUN, totals, store.failures_path(RUN))
 
     assert outcomes.embedded == EXPECTED.embedded - 1
     assert not outcomes.adds_up
