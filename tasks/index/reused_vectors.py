@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from tasks import schemas
-from tasks.records import Failure, metadata_json
+from tasks.records import Failure, Unit, metadata_json
 from tasks.store import CheckpointStore
 from tasks.tables import failures_table, units_from_table, vector_metadata
 
@@ -158,9 +158,7 @@ def _rows(
     ``source_keys``), with ``reusing_unit``, the reusing unit's key."""
     separate = pc.not_equal(sources["key"], source_keys)
     suffixed = pc.binary_join_element_wise(reusing, pc.utf8_lower(sources["embedding_type"]), "#")
-    by_key = {unit.key: unit for unit in units_from_table(
-        units.filter(pc.is_in(units["key"], value_set=pc.unique(reusing)))
-    )}  # fmt: skip
+    by_key = _units_by_key(units, reusing)
     owners = [by_key[key] for key in reusing.to_pylist()]
     return pa.table(
         {
@@ -194,11 +192,16 @@ def _unit_keys(keys: pa.Array, embedding_types: pa.Array) -> pa.Array:
     return units
 
 
+def _units_by_key(units: pa.Table, keys: pa.ChunkedArray) -> dict[str, Unit]:
+    """The units of ``units`` whose key is among ``keys``, by key: Python objects for those
+    only (a source batch's, or a chunk's lost ones), not for the whole chunk."""
+    wanted = units.filter(pc.is_in(units["key"], value_set=pc.unique(keys)))
+    return {unit.key: unit for unit in units_from_table(wanted)}
+
+
 def _missing(lost: pa.Table, units: pa.Table) -> pa.Table:
     """Failures of the reusing units in ``lost`` whose source vector was not found."""
-    by_key = {unit.key: unit for unit in units_from_table(
-        units.filter(pc.is_in(units["key"], value_set=lost["key"]))
-    )}  # fmt: skip
+    by_key = _units_by_key(units, lost["key"])
     return failures_table(
         Failure(
             by_key[key].item_id,
