@@ -242,10 +242,13 @@ def _long_text() -> str:
     return text
 
 
-def _base_env(home: Path) -> dict[str, str]:
-    keep = {k: os.environ[k] for k in ("PATH", "HOME", "LANG", "TMPDIR") if k in os.environ}
+def _base_env(home: Path, temporary: Path) -> dict[str, str]:
+    """The processes' environment: their own Prefect home, and their own temporary directory
+    (the worker's runs cache S3 downloads there), removed with the test's."""
+    keep = {k: os.environ[k] for k in ("PATH", "HOME", "LANG") if k in os.environ}
     return {
         **keep,
+        "TMPDIR": str(temporary),
         "PREFECT_HOME": str(home),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home / 'prefect.db'}",
@@ -278,12 +281,13 @@ def _client(stand_in: Mapping[str, str], service: str) -> BaseClient:
 @pytest.fixture(scope="module")
 def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
     root = tmp_path_factory.mktemp("deployments-server")
-    home, logs = root / "prefect-home", root / "logs"
+    home, logs, temporary = root / "prefect-home", root / "logs", root / "tmp"
     home.mkdir()
     logs.mkdir()
+    temporary.mkdir()
     port = _free_port()
     api = f"http://127.0.0.1:{port}/api"
-    base = _base_env(home)
+    base = _base_env(home, temporary)
     with ExitStack() as running:
         # 1. The Prefect server, on loopback, with its own home and SQLite database.
         server = running.enter_context(
