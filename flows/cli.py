@@ -290,7 +290,10 @@ def command_plan(args: argparse.Namespace) -> int:
             # a run writes the index.
             with held_index_lease(store, index.vector_bucket, index.index, run_id):
                 totals = planned_run(
-                    settings, lambda: corpus_items(source), run_id, args.allow_empty_corpus
+                    settings,
+                    lambda: corpus_items(source, store=store),
+                    run_id,
+                    args.allow_empty_corpus,
                 )
         except LeaseHeldError as busy:
             print(f"novaflow plan: {busy}", file=sys.stderr)

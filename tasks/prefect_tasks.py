@@ -32,7 +32,10 @@ def plan_run(
     settings: NovaflowSettings, source: CorpusSource, run_id: str, allow_empty_corpus: bool
 ) -> PlanTotals:
     """Resolve the corpus and write the run's plan and shards (reused when they exist)."""
-    return planned_run(settings, lambda: corpus_items(source), run_id, allow_empty_corpus)
+    store = CheckpointStore(settings.store)
+    return planned_run(
+        settings, lambda: corpus_items(source, store=store), run_id, allow_empty_corpus
+    )
 
 
 @task(

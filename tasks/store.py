@@ -342,6 +342,12 @@ class CheckpointStore:
         into a new index completed and passed its evaluation."""
         return self._path("active-index.json")
 
+    def known_files_path(self, directory_real: str) -> str:
+        """What the last crawl of a local directory (its real path) learned of its files
+        (:mod:`tasks.corpus.known_files`), one file per directory, named by its path's hash."""
+        name = hashlib.sha256(directory_real.encode("utf-8", "surrogateescape")).hexdigest()
+        return self._path("known-files", f"{name[:24]}.parquet")
+
     # -- I/O -----------------------------------------------------------------------------------
 
     def exists(self, path: str) -> bool:

@@ -14,6 +14,7 @@ from io import FileIO
 from operator import itemgetter
 from pathlib import PurePath
 
+from tasks.corpus.known_files import KnownFiles
 from tasks.corpus.manifest import ManifestRow, Rejection
 from tasks.corpus.modality import SNIFF_BYTES, infer_modality, unsupported_type
 from tasks.records import Item, Modality
@@ -174,6 +175,39 @@ def local_item(
         encoding=encoding,
         position=position,
     )
+
+
+def crawled_item(
+    file: LocalFile,
+    status: os.stat_result,
+    known: KnownFiles,
+    item_id: str,
+    metadata_json: str,
+    encoding: str | None,
+    position: int,
+) -> Item | Rejection:
+    """:func:`local_item` of a file a crawl found (``file`` and ``status`` from
+    :func:`crawled_local_file`; no modality declared), with its fingerprint and modality from
+    ``known`` when its status is unchanged since the last crawl, so it is not read; either way
+    it is learned there for the next crawl."""
+    relative = file.derived_id
+    recalled = known.recall(relative, status)
+    if recalled is not None:
+        known.keep(recalled)
+        return Item(
+            item_id=item_id,
+            uri=file.real,
+            modality=recalled.modality,
+            fingerprint=recalled.fingerprint,
+            size_bytes=status.st_size,
+            metadata_json=metadata_json,
+            encoding=encoding,
+            position=position,
+        )
+    item = local_item(file, item_id, None, metadata_json, encoding, status, position)
+    if isinstance(item, Item):
+        known.learn(relative, status, item.fingerprint, item.modality)
+    return item
 
 
 def crawled_local_rows(directory: str) -> Iterator[ManifestRow]:

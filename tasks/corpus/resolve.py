@@ -51,10 +51,12 @@ from botocore.client import BaseClient
 from tasks import aws_clients
 from tasks.corpus import manifest as corpus_manifest
 from tasks.corpus.inventory import inventory_rows, is_inventory_manifest, read_inventory_manifest
+from tasks.corpus.known_files import KnownFiles
 from tasks.corpus.local import (
     CrawledFile,
     LocalFile,
     LocalRoot,
+    crawled_item,
     crawled_local_file,
     crawled_local_rows,
     local_file,
@@ -138,6 +140,7 @@ def resolved_items(
     rows: Iterable[ManifestRow | Failure],
     corpus_root: str | None,
     s3_client: BaseClient | None = None,
+    known: KnownFiles | None = None,
 ) -> Iterator[Item | Failure]:
     """Each row, in order, as the Item it names, or as the Failure saying exactly what is wrong
     with it; Failures passed in are passed through. Lazy: a row is read only when its result is
@@ -149,7 +152,9 @@ def resolved_items(
     only absolute paths and S3 URIs. An Item's ``uri`` is the real absolute path or
     ``s3://bucket/key``; its ``metadata_json`` is canonical; a given ``encoding`` is checked and
     normalised (``UTF8`` becomes ``utf-8``). ``s3_client`` defaults to
-    :func:`tasks.aws_clients.s3_client`, made on first use.
+    :func:`tasks.aws_clients.s3_client`, made on first use. With ``known`` (the record of the
+    last crawl of ``corpus_root``, :mod:`tasks.corpus.known_files`), a crawled file whose status
+    is unchanged since is not read again.
 
     Rows repeating an id are not told apart here: see the module's notes on claims.
 
@@ -161,7 +166,7 @@ def resolved_items(
         if isinstance(row, Failure):
             yield row
         else:
-            yield _resolved_item(row, root, client)
+            yield _resolved_item(row, root, client, known)
 
 
 class _OnDemandS3Client:
@@ -180,6 +185,7 @@ def _resolved_item(
     row: ManifestRow,
     root: LocalRoot | S3Prefix | None,
     s3_client: _OnDemandS3Client,
+    known: KnownFiles | None,
 ) -> Item | Failure:
     claimed_at = 0
 
@@ -232,7 +238,11 @@ def _resolved_item(
     if isinstance(checked, Rejection):
         return failure(checked, item_id)
     declared, canonical_metadata, encoding = checked
-    if isinstance(location, LocalFile):
+    if isinstance(location, LocalFile) and status is not None and known and declared is None:
+        resolved = crawled_item(
+            location, status, known, item_id, canonical_metadata, encoding, row.position
+        )
+    elif isinstance(location, LocalFile):
         resolved = local_item(
             location, item_id, declared, canonical_metadata, encoding, status, row.position
         )

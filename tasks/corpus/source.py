@@ -9,8 +9,10 @@ from botocore.client import BaseClient
 
 from tasks import aws_clients
 from tasks.corpus.inventory import inventory_rows, is_inventory_manifest, read_inventory_manifest
+from tasks.corpus.known_files import remembered_crawl
 from tasks.corpus.resolve import crawled_rows, manifest_directory, manifest_rows, resolved_items
 from tasks.records import Failure, Item
+from tasks.store import CheckpointStore
 
 
 @dataclass(frozen=True)
@@ -41,11 +43,15 @@ class CorpusSource:
             raise ValueError("give exactly one of a manifest or a corpus directory/prefix")
 
 
-def corpus_items(source: CorpusSource, s3: BaseClient | None = None) -> Iterator[Item | Failure]:
+def corpus_items(
+    source: CorpusSource, s3: BaseClient | None = None, store: CheckpointStore | None = None
+) -> Iterator[Item | Failure]:
     """The corpus's items, streamed as they resolve, and a failure for each row that does not
     resolve (with the reason a person can act on). S3 is read through ``s3``, by default
     :func:`tasks.aws_clients.s3_client` made when the corpus first needs it (a local corpus
-    never does: the client's service model is ~50 ms of CPU).
+    never does: the client's service model is ~50 ms of CPU). A crawl of a local directory
+    keeps in ``store`` the record of what it found (:mod:`tasks.corpus.known_files`), so the
+    next crawl with the same store reads only the files that changed since.
 
     An S3 Inventory's ``manifest.json`` is read (and checked) when this is called; its data
     files as the items are asked for. Raises what :func:`tasks.corpus.inventory.inventory_rows`
@@ -63,4 +69,9 @@ def corpus_items(source: CorpusSource, s3: BaseClient | None = None) -> Iterator
         assert source.corpus is not None
         rows = crawled_rows(source.corpus, client)
         root = source.root or source.corpus
+        if store is not None and source.corpus[:5].lower() != "s3://":
+            crawl = source.corpus
+            return remembered_crawl(
+                store, crawl, lambda known: resolved_items(rows, root, client, known)
+            )
     return resolved_items(rows, root, client)
