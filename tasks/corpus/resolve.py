@@ -238,7 +238,12 @@ def _resolved_item(
     if isinstance(checked, Rejection):
         return failure(checked, item_id)
     declared, canonical_metadata, encoding = checked
-    if isinstance(location, LocalFile) and status is not None and known and declared is None:
+    if (
+        isinstance(location, LocalFile)
+        and status is not None  # found by a crawl, on its fast path
+        and known is not None
+        and declared is None
+    ):
         resolved = crawled_item(
             location, status, known, item_id, canonical_metadata, encoding, row.position
         )
