@@ -72,7 +72,10 @@ class EmbeddingSettings(_Frozen):
 class ThroughputSettings(_Frozen):
     """How fast novaflow may go. Bounded by these numbers, never by corpus size."""
 
-    shard_size: int = Field(200, ge=1, le=5000, description="units per Prefect task run")
+    # A shard costs ~30 ms of CPU whatever its size (its task run, its units read, its three
+    # checkpoint files written): 0.15 ms per unit at 200 units, 0.06 at 500. A crash or a
+    # failed task redoes at most one shard's calls per shard in flight.
+    shard_size: int = Field(500, ge=1, le=5000, description="units per Prefect task run")
     concurrency: int = Field(8, ge=1, le=256, description="model calls in flight per shard")
     requests_per_second: float = Field(
         20.0, gt=0, description="model-call pace per process, under the account's quota"
