@@ -133,9 +133,13 @@ def test_pool_workers_end_within_seconds_of_their_parents_sigkill(
     start_method: str,
     watch: str,
     spawned_by: str,
+    tmp_path: Path,
 ) -> None:
     args = [start_method, watch, spawned_by]
-    parent, descendants, _ = start_parent(started, POOL_PARENT, args, dict(os.environ))
+    # The killed parent cannot remove the directory multiprocessing made for the fork server's
+    # socket (pymp-*): it goes in the test's own.
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    parent, descendants, _ = start_parent(started, POOL_PARENT, args, env)
     assert len(descendants) >= 2  # the two workers, and the helpers of the start method
 
     parent.send_signal(signal.SIGKILL)
