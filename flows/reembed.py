@@ -19,6 +19,8 @@ Prefect limits first, so that every run and every worker paces under the same on
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -85,12 +87,29 @@ class ReembedParameters(BaseModel):
 def local_dask_cluster(**cluster_kwargs: Any) -> LocalCluster:
     """A Dask ``LocalCluster`` on loopback, without a dashboard, whose worker processes may start
     processes of their own: the PDF page renderer's pool (Dask makes its workers daemonic by
-    default, and a daemonic process may not have children)."""
+    default, and a daemonic process may not have children). Its workers' scratch space is a
+    temporary directory of its own, removed when the cluster closes: by default Dask keeps it
+    in the machine's temporary directory (``dask-scratch-space``, lock files left after)."""
     import dask
     from distributed import LocalCluster
 
-    with dask.config.set({"distributed.worker.daemon": False}):
-        return LocalCluster(host="127.0.0.1", dashboard_address=None, **cluster_kwargs)
+    scratch = tempfile.mkdtemp(prefix="novaflow-dask-")
+
+    class ScratchLocalCluster(LocalCluster):
+        async def _close(self) -> None:
+            try:
+                await super()._close()
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
+
+    try:
+        with dask.config.set({"distributed.worker.daemon": False, "temporary-directory": scratch}):
+            return ScratchLocalCluster(
+                host="127.0.0.1", dashboard_address=None, local_directory=scratch, **cluster_kwargs
+            )
+    except BaseException:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
 
 
 def task_runner_for(throughput: ThroughputSettings) -> TaskRunner[Any]:

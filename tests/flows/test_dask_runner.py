@@ -4,6 +4,7 @@ the workers (global limits have been reported not to hold under Dask: here they 
 
 from __future__ import annotations
 
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -81,8 +82,11 @@ def _failures(settings: NovaflowSettings, run_id: str) -> list[tuple[Any, ...]]:
 
 
 def test_the_dask_runner_on_two_local_workers_writes_what_the_thread_runner_writes(
-    aws_environment: Emulator, tmp_path: Path
+    aws_environment: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temporary))
     corpus: DemoCorpus = generate_demo_corpus(tmp_path / "corpus")
     throughput = ThroughputSettings(shard_size=8, concurrency=4, render_processes=1)
     on_threads = _settings(tmp_path, "threads", throughput)
@@ -114,6 +118,8 @@ def test_the_dask_runner_on_two_local_workers_writes_what_the_thread_runner_writ
     index = _index_contents(s3vectors, on_dask)
     assert index == _index_contents(s3vectors, on_threads)
     assert len(index) == dask.units_embedded + dask.async_segments_embedded
+    # The local cluster's scratch space (and every other temporary file) is gone with it.
+    assert list(temporary.iterdir()) == []
 
 
 @pytest.fixture
