@@ -59,11 +59,14 @@ def kept_claims(claims: pa.Table) -> tuple[pa.Table, pa.Table]:
     return items, failures
 
 
-def first_claims(claims: pa.Table, position: str) -> tuple[pa.ChunkedArray, pa.ChunkedArray]:
-    """For each row of ``claims`` (an ``item_id`` column, and the ``position`` column that
-    orders the rows): whether it is the first claim on its id, and where that first claim is."""
-    firsts = claims.group_by("item_id").aggregate([(position, "min")])
-    first = firsts[f"{position}_min"].take(pc.index_in(claims["item_id"], firsts["item_id"]))
+def first_claims(
+    claims: pa.Table, position: str, key: str = "item_id"
+) -> tuple[pa.ChunkedArray, pa.ChunkedArray]:
+    """For each row of ``claims`` (a ``key`` column, by default the item id, and the
+    ``position`` column that orders the rows): whether it is the first claim on its key, and
+    where that first claim is."""
+    firsts = claims.group_by(key).aggregate([(position, "min")])
+    first = firsts[f"{position}_min"].take(pc.index_in(claims[key], firsts[key]))
     return pc.equal(claims[position], first), first
 
 

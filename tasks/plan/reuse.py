@@ -21,6 +21,7 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
 from tasks import schemas
+from tasks.plan.claims import first_claims
 from tasks.store import CheckpointStore
 
 
@@ -65,19 +66,13 @@ def reuse_decision(store: CheckpointStore, run_id: str, config_hash: str) -> Reu
     wanted = pa.schema([schemas.SYNC_UNITS.field(name) for name in ("key", "digest", "cost_usd")])
     units = store.read_table(store.sync_units_path(run_id), wanted)
     earlier = _earlier_vectors(store, config_hash, pc.unique(units["digest"]))
-    position = pa.array(np.arange(units.num_rows, dtype=np.int64))
-    firsts = (
-        units.select(["digest"])
-        .append_column("position", position)
-        .group_by("digest", use_threads=False)
-        .aggregate([("position", "min")])
+    positioned = units.select(["digest"]).append_column(
+        "position", pa.array(np.arange(units.num_rows, dtype=np.int64))
     )
-    first_position = firsts["position_min"].take(
-        pc.index_in(units["digest"], value_set=firsts["digest"])
-    )
+    first_of_digest, first_position = first_claims(positioned, "position", key="digest")
     in_earlier = pc.index_in(units["digest"], value_set=earlier["digest"])
     from_earlier = pc.is_valid(in_earlier)
-    reused = pc.or_(from_earlier, pc.not_equal(first_position, position))
+    reused = pc.or_(from_earlier, pc.invert(first_of_digest))
     decision = pa.table(
         {
             "key": units["key"],
