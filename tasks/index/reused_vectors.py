@@ -124,30 +124,35 @@ def _copied_rows(
     batch at a time: each source vector under the reusing unit's key (with the source's
     ``#audio``/``#video`` suffix) and metadata, and ``reusing_unit``, the reusing unit's key."""
     wanted = pairs["source_key"].combine_chunks()
-    for path in store.list_files(store.embeddings_dir(source_run)):
-        if path == store.reused_embeddings_path(source_run):
+    for batch in _own_checkpoints(store, source_run, _SOURCE_COLUMNS, _SOURCE_BATCH_ROWS):
+        unit_keys = _unit_keys(batch.column("key"), batch.column("embedding_type"))
+        keep = pc.and_(
+            pc.is_in(unit_keys, value_set=wanted),
+            pc.equal(batch.column("config_hash"), config_hash),
+        )
+        if not pc.any(keep).as_py():
             continue
-        for batch in store.batches(path, _SOURCE_COLUMNS, _SOURCE_BATCH_ROWS):
-            unit_keys = _unit_keys(batch.column("key"), batch.column("embedding_type"))
-            keep = pc.and_(
-                pc.is_in(unit_keys, value_set=wanted),
-                pc.equal(batch.column("config_hash"), config_hash),
-            )
-            if not pc.any(keep).as_py():
-                continue
-            sources = pa.Table.from_batches([batch.filter(keep)])
-            # Joined on keys and row numbers only: Arrow's hash join takes no list columns.
-            rows = pa.table(
-                {
-                    "source_key": unit_keys.filter(keep),
-                    "row": pa.array(range(sources.num_rows), pa.int64()),
-                }
-            )
-            matched = pairs.select(["key", "source_key"]).join(
-                rows, "source_key", join_type="inner"
-            )
-            taken = sources.take(matched["row"])
-            yield _rows(matched["key"], matched["source_key"], taken, units)
+        sources = pa.Table.from_batches([batch.filter(keep)])
+        # Joined on keys and row numbers only: Arrow's hash join takes no list columns.
+        rows = pa.table(
+            {
+                "source_key": unit_keys.filter(keep),
+                "row": pa.array(range(sources.num_rows), pa.int64()),
+            }
+        )
+        matched = pairs.select(["key", "source_key"]).join(rows, "source_key", join_type="inner")
+        taken = sources.take(matched["row"])
+        yield _rows(matched["key"], matched["source_key"], taken, units)
+
+
+def _own_checkpoints(
+    store: CheckpointStore, run_id: str, columns: list[str], batch_size: int = 65_536
+) -> Iterator[pa.RecordBatch]:
+    """The ``columns`` of the checkpoint rows run ``run_id`` embedded itself (not the vectors
+    it took from other runs), a batch of ``batch_size`` rows at a time."""
+    for path in store.list_files(store.embeddings_dir(run_id)):
+        if path != store.reused_embeddings_path(run_id):
+            yield from store.batches(path, columns, batch_size)
 
 
 def _rows(
@@ -227,12 +232,10 @@ def recorded_digests(store: CheckpointStore, run_id: str, config_hash: str) -> i
     path = store.sync_units_path(run_id)
     if not store.exists(path):
         return 0
-    embedded: list[pa.Array] = []
-    for file in store.list_files(store.embeddings_dir(run_id)):
-        if file == store.reused_embeddings_path(run_id):
-            continue
-        for batch in store.batches(file, ["key", "embedding_type"]):
-            embedded.append(_unit_keys(batch.column("key"), batch.column("embedding_type")))
+    embedded = [
+        _unit_keys(batch.column("key"), batch.column("embedding_type"))
+        for batch in _own_checkpoints(store, run_id, ["key", "embedding_type"])
+    ]
     wanted = pa.schema([schemas.SYNC_UNITS.field(name) for name in ("digest", "key")])
     planned = store.read_table(path, wanted)
     mine = planned.filter(
