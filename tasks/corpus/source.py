@@ -70,8 +70,7 @@ def corpus_items(
         rows = crawled_rows(source.corpus, client)
         root = source.root or source.corpus
         if store is not None and source.corpus[:5].lower() != "s3://":
-            crawl = source.corpus
             return remembered_crawl(
-                store, crawl, lambda known: resolved_items(rows, root, client, known)
+                store, source.corpus, lambda known: resolved_items(rows, root, client, known)
             )
     return resolved_items(rows, root, client)
