@@ -19,7 +19,6 @@ from tasks.corpus.known_files import KNOWN_FILES, KnownFiles, status_signature
 from tasks.corpus.source import CorpusSource, corpus_items
 from tasks.records import Failure, Item
 from tasks.store import CheckpointStore
-from tests.unit.corpus.test_crawl_fast_path import tree  # noqa: F401  # a fixture
 
 HOUR_NS = 3600 * 1_000_000_000
 
@@ -63,7 +62,7 @@ def text_corpus(root: Path, count: int) -> Path:
 
 
 def test_a_crawl_with_a_record_resolves_exactly_as_reading_every_file(
-    tree: Path,  # noqa: F811
+    tree: Path,
     tmp_path: Path,
     reads: list[str],
     trusted_now: None,
